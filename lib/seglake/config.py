@@ -1,0 +1,313 @@
+"""Typed configuration: one YAML per use case, validated once at the edge into pydantic models.
+
+Relative paths in a config (``lakehouse``, ``events.path``, ``entities.path``) are resolved against
+the folder of the config file, so a config means the same thing from any working directory.
+``${VAR}`` and ``${VAR:-default}`` in string values are expanded from the environment first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from seglake.errors import SeglakeError
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_()\-]*$")
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+ColumnType = Literal["long", "int", "double", "string", "boolean", "timestamp"]
+
+DOUYIN_COLUMNS: dict[str, str] = {
+    "uid": "long", "user_city": "long", "item_id": "long", "author_id": "long",
+    "item_city": "long", "channel": "long", "finish": "long", "like": "long",
+    "music_id": "long", "device": "long", "time": "long", "duration_time": "long",
+}
+
+
+class Strict(BaseModel):
+    """Base for every config section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_identifier(name: str) -> str:
+    if not IDENTIFIER.match(name):
+        raise ValueError(f"'{name}' is not a plain column name (letters, digits, _ ( ) -)")
+    return name
+
+
+class SparkSettings(Strict):
+    """Where Spark runs; spark-submit flags win over these."""
+
+    master: str | None = None
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class EventRules(Strict):
+    """Value rules for raw events; a row that breaks one goes to quarantine with the reason."""
+
+    not_null: list[str] = Field(default_factory=lambda: ["uid", "item_id", "author_id"])
+    non_negative: list[str] = Field(default_factory=lambda: ["duration_time", "time"])
+    allowed_values: dict[str, list[int]] = Field(
+        default_factory=lambda: {"finish": [0, 1], "like": [0, 1]}
+    )
+    dedupe: bool = True
+
+
+class EventsSource(Strict):
+    """Raw interaction logs (CSV, JSON lines or Parquet) ingested to ``bronze/events``."""
+
+    path: str
+    format: Literal["csv", "json", "parquet"] = "parquet"
+    columns: dict[str, ColumnType] = Field(default_factory=lambda: dict(DOUYIN_COLUMNS))
+    options: dict[str, str] = Field(default_factory=dict)
+    rules: EventRules = Field(default_factory=EventRules)
+
+    @field_validator("columns")
+    @classmethod
+    def _names(cls, columns: dict[str, str]) -> dict[str, str]:
+        for name in columns:
+            _check_identifier(name)
+        return columns
+
+    @model_validator(mode="after")
+    def _rules_name_columns(self) -> "EventsSource":
+        known = set(self.columns)
+        named = [*self.rules.not_null, *self.rules.non_negative, *self.rules.allowed_values]
+        unknown = [c for c in named if c not in known]
+        if unknown:
+            raise ValueError(f"rules name columns not in events.columns: {', '.join(unknown)}")
+        return self
+
+
+class EntitiesSource(Strict):
+    """A ready table with one row per entity (CSV with quoted multi-line fields, Parquet or Delta)."""
+
+    path: str
+    format: Literal["csv", "parquet", "delta"] = "csv"
+    id: str
+    features: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    options: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("features", "categorical")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        return [_check_identifier(n) for n in names]
+
+
+AggName = Literal["count", "sum", "mean", "min", "max", "count_distinct", "ratio", "active_days"]
+
+
+class FeatureDef(Strict):
+    """One per-entity aggregation over ``bronze/events``."""
+
+    agg: AggName
+    column: str | None = None
+    numerator: str | None = None
+    denominator: str | None = None
+
+    @model_validator(mode="after")
+    def _operands(self) -> "FeatureDef":
+        if self.agg == "ratio":
+            if not (self.numerator and self.denominator):
+                raise ValueError("agg 'ratio' needs numerator and denominator (feature names)")
+        elif self.agg != "count" and not self.column:
+            raise ValueError(f"agg '{self.agg}' needs a column")
+        if self.column:
+            _check_identifier(self.column)
+        return self
+
+
+class FeaturesConfig(Strict):
+    """Per-entity features aggregated from events into ``silver/entities``."""
+
+    entity: str = "uid"
+    definitions: dict[str, FeatureDef] = Field(default_factory=dict)
+    approximate_distinct: bool = False
+    approximate_rsd: float = Field(0.01, gt=0.0, lt=0.4)
+
+    @field_validator("definitions")
+    @classmethod
+    def _names(cls, definitions: dict[str, FeatureDef]) -> dict[str, FeatureDef]:
+        for name, spec in definitions.items():
+            _check_identifier(name)
+            for ref in (spec.numerator, spec.denominator):
+                if ref and ref not in definitions:
+                    raise ValueError(f"feature '{name}' refers to unknown feature '{ref}'")
+        return definitions
+
+
+class FilterConfig(Strict):
+    """Keep entities whose features are within these bounds (inclusive)."""
+
+    min: dict[str, float] = Field(default_factory=dict)
+    max: dict[str, float] = Field(default_factory=dict)
+
+
+class TransformConfig(Strict):
+    """log1p then scaling, fitted as a Spark ML Pipeline and saved with the run."""
+
+    log1p: bool | list[str] = True
+    scaling: Literal["standard", "minmax", "none"] = "standard"
+
+
+class SweepConfig(Strict):
+    """Clustering over a range of k, with the choice of k explained."""
+
+    algorithm: Literal["kmeans", "bisecting_kmeans", "gaussian_mixture"] = "kmeans"
+    k_min: int = Field(2, ge=2)
+    k_max: int = Field(9, ge=2)
+    k: int | None = Field(None, ge=2)
+    seed: int = 0
+    max_iter: int = Field(30, ge=1)
+    silhouette_sample: int = Field(10_000, ge=100)
+
+    @model_validator(mode="after")
+    def _range(self) -> "SweepConfig":
+        if self.k_max < self.k_min:
+            raise ValueError(f"k_max ({self.k_max}) is below k_min ({self.k_min})")
+        return self
+
+
+class SeglakeConfig(Strict):
+    """A whole use case: where tables live, what the source is, and each stage's settings."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+    lakehouse: str
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    events: EventsSource | None = None
+    entities: EntitiesSource | None = None
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    transform: TransformConfig = Field(default_factory=TransformConfig)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
+    source_file: str = Field("", exclude=True)
+    config_hash: str = Field("", exclude=True)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "SeglakeConfig":
+        if (self.events is None) == (self.entities is None):
+            raise ValueError("give exactly one source: 'events' (raw logs) or 'entities' (a table)")
+        return self
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(value: Any) -> Any:
+    if isinstance(value, str):
+        return _ENV.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v) for v in value]
+    return value
+
+
+def _resolve(path: str, base: Path) -> str:
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*:", path):  # a URI (s3a://, dbfs:/, file:/) stays as is
+        return path
+    resolved = Path(path).expanduser()
+    return str(resolved if resolved.is_absolute() else (base / resolved).resolve())
+
+
+def _apply_override(raw: dict, assignment: str) -> None:
+    key, sep, value = assignment.partition("=")
+    if not sep or not key:
+        raise SeglakeError(f"--set '{assignment}': expected dotted.key=value")
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SeglakeError(f"--set '{assignment}': '{part}' is not a section")
+    node[parts[-1]] = yaml.safe_load(value)
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    problems = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            problems.append(f"unknown key '{key}'")
+        elif item["type"] == "missing":
+            problems.append(f"missing key '{key}'")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            problems.append(f"key '{key}': {message} (got {item.get('input')!r})")
+    return f"{source}: " + "; ".join(problems)
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SeglakeConfig:
+    """Read and validate a config file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The YAML file.
+    overrides : list of str
+        ``dotted.key=value`` assignments applied before validation (values parsed as YAML).
+
+    Returns
+    -------
+    SeglakeConfig
+
+    Raises
+    ------
+    SeglakeError
+        One message naming the file and every key at fault.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise SeglakeError(f"config file not found: {file}")
+    text = file.read_text()
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise SeglakeError(f"{file}: not valid YAML: {str(err).splitlines()[0]}") from err
+    if not isinstance(raw, dict):
+        raise SeglakeError(f"{file}: the top level must be a mapping of keys")
+    for assignment in overrides:
+        _apply_override(raw, assignment)
+    raw = _expand_env(raw)
+    base = file.resolve().parent
+    if isinstance(raw.get("lakehouse"), str):
+        raw["lakehouse"] = _resolve(raw["lakehouse"], base)
+    for section in ("events", "entities"):
+        if isinstance(raw.get(section), dict) and isinstance(raw[section].get("path"), str):
+            raw[section]["path"] = _resolve(raw[section]["path"], base)
+    raw["config_hash"] = hashlib.sha256(yaml.safe_dump(raw, sort_keys=True).encode()).hexdigest()[:16]
+    raw["source_file"] = str(file)
+    try:
+        return SeglakeConfig.model_validate(raw)
+    except ValidationError as err:
+        raise SeglakeError(_describe(err, str(file))) from None
+
+
+def check_run_id(run_id: str) -> str:
+    """Run ids become partition values and table predicates: keep them to a safe alphabet."""
+    if not RUN_ID.match(run_id):
+        raise SeglakeError(
+            f"run id '{run_id}' must be 1-64 characters of letters, digits, '_', '.', '-'"
+        )
+    return run_id
+
+
+def require_columns(available: list[str], names: list[str], key: str, where: str) -> None:
+    """Fail with one line if a column named in config is not in the data's real schema.
+
+    Every column name that reaches Spark from config passes here first, so config cannot inject
+    expressions: only names that exist verbatim in the schema are ever used.
+    """
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise SeglakeError(
+            f"{key}: column(s) {', '.join(repr(m) for m in missing)} not found in {where} "
+            f"(it has: {', '.join(available)})"
+        )

@@ -1,0 +1,78 @@
+"""The ordered stages of a run and the loop that runs them, printing one line per stage."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from pyspark.sql import SparkSession
+
+from seglake.config import SeglakeConfig, check_run_id
+from seglake.errors import SeglakeError
+from seglake.ingest import ingest
+from seglake.stages import StageResult
+
+Stage = Callable[[SparkSession, SeglakeConfig, str], StageResult]
+
+# Every stage, in run order. A config runs those that apply to its source (see `stages_for`).
+STAGES: dict[str, Stage] = {
+    "ingest": ingest,
+}
+EVENTS_ONLY = {"ingest"}
+
+
+def stages_for(config: SeglakeConfig) -> list[str]:
+    """The stages a config supports, in order: ingest only applies to an events source."""
+    return [s for s in STAGES if config.events is not None or s not in EVENTS_ONLY]
+
+
+def default_run_id() -> str:
+    """A sortable UTC timestamp; pass an explicit run id to make a re-run replace its rows."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def run_stages(
+    spark: SparkSession,
+    config: SeglakeConfig,
+    stages: list[str] | None = None,
+    run_id: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> list[StageResult]:
+    """Run the named stages (default: all the config supports) in pipeline order.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    config : SeglakeConfig
+    stages : list of str, optional
+        Stage names; unknown names and stages the source does not support are errors.
+    run_id : str, optional
+        Keys every gold write; defaults to a UTC timestamp.
+    echo : callable
+        Where progress lines go.
+
+    Returns
+    -------
+    list of StageResult
+    """
+    run_id = check_run_id(run_id or default_run_id())
+    supported = stages_for(config)
+    wanted = stages or supported
+    unknown = [s for s in wanted if s not in STAGES]
+    if unknown:
+        raise SeglakeError(f"--stages: unknown stage(s) {', '.join(unknown)}; known: {', '.join(STAGES)}")
+    unsupported = [s for s in wanted if s not in supported]
+    if unsupported:
+        raise SeglakeError(
+            f"{config.source_file}: stage(s) {', '.join(unsupported)} need an 'events' source"
+        )
+    results = []
+    for name in [s for s in STAGES if s in wanted]:
+        echo(f"[{name}] start: {config.name}, run {run_id}")
+        started = time.monotonic()
+        result = STAGES[name](spark, config, run_id)
+        result.seconds = time.monotonic() - started
+        echo(result.line())
+        results.append(result)
+    return results

@@ -1,0 +1,45 @@
+"""One local SparkSession for the whole test session, and a fresh lakehouse per test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from seglake.session import build_spark
+
+    session = build_spark(
+        "seglake-tests",
+        "local[2]",
+        {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4",
+         "spark.ui.showConsoleProgress": "false"},
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def lakehouse(tmp_path: Path) -> Path:
+    path = tmp_path / "lakehouse"
+    path.mkdir()
+    return path
+
+
+def write_config(folder: Path, text: str, name: str = "case.yaml") -> Path:
+    """Write a YAML config into ``folder`` and return its path."""
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def shared_file(relative: str) -> Path:
+    """A file of ../shared/data; the test skips with the reason when it is absent (CI has it)."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"reference data {path} is absent")
+    return path
