@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -10,16 +11,25 @@ from pyspark.sql import SparkSession
 
 from seglake.config import SeglakeConfig, check_run_id
 from seglake.errors import SeglakeError
-from seglake.ingest import ingest
 from seglake.stages import StageResult
 
 Stage = Callable[[SparkSession, SeglakeConfig, str], StageResult]
 
-# Every stage, in run order. A config runs those that apply to its source (see `stages_for`).
-STAGES: dict[str, Stage] = {
-    "ingest": ingest,
+# Every stage, in run order, as "module:function" so that importing the pipeline does not import
+# every stage's heavy libraries (UMAP, SHAP, ...). A config runs those that apply to its source.
+STAGES: dict[str, str] = {
+    "ingest": "seglake.ingest:ingest",
+    "features": "seglake.features:build_entities",
+    "sweep": "seglake.sweep:sweep",
+    "segment": "seglake.segment:segment",
 }
 EVENTS_ONLY = {"ingest"}
+
+
+def stage_function(name: str) -> Stage:
+    """The callable behind a stage name."""
+    module, function = STAGES[name].split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def stages_for(config: SeglakeConfig) -> list[str]:
@@ -71,7 +81,7 @@ def run_stages(
     for name in [s for s in STAGES if s in wanted]:
         echo(f"[{name}] start: {config.name}, run {run_id}")
         started = time.monotonic()
-        result = STAGES[name](spark, config, run_id)
+        result = stage_function(name)(spark, config, run_id)
         result.seconds = time.monotonic() - started
         echo(result.line())
         results.append(result)
