@@ -175,6 +175,42 @@ class SweepConfig(Strict):
         return self
 
 
+class UmapConfig(Strict):
+    """UMAP settings for clustering (not for pictures: the 2-D map has its own fit)."""
+
+    n_neighbors: int = Field(30, ge=2)
+    min_dist: float = Field(0.0, ge=0.0)
+    n_components: int = Field(5, ge=2)
+    metric: Literal["euclidean", "manhattan", "cosine", "correlation"] = "euclidean"
+
+
+class HdbscanConfig(Strict):
+    """HDBSCAN settings; ``min_samples`` defaults to ``min_cluster_size``."""
+
+    min_cluster_size: int = Field(50, ge=2)
+    min_samples: int | None = Field(None, ge=1)
+
+
+class DensityConfig(Strict):
+    """UMAP + HDBSCAN on a bounded sample, then a surrogate classifier for everyone."""
+
+    sample_size: int = Field(50_000, ge=100)
+    group_by: Literal["none", "segment"] = "none"
+    seed: int = 0
+    umap: UmapConfig = Field(default_factory=UmapConfig)
+    hdbscan: HdbscanConfig = Field(default_factory=HdbscanConfig)
+
+
+class ExplainConfig(Strict):
+    """One-vs-rest XGBoost + SHAP per cluster and per segment."""
+
+    min_cluster_size: int = Field(30, ge=2)
+    sample_size: int = Field(20_000, ge=100)
+    holdout_fraction: float = Field(0.25, gt=0.0, lt=0.9)
+    top_features: int = Field(4, ge=1)
+    seed: int = 0
+
+
 class SeglakeConfig(Strict):
     """A whole use case: where tables live, what the source is, and each stage's settings."""
 
@@ -187,6 +223,8 @@ class SeglakeConfig(Strict):
     filter: FilterConfig = Field(default_factory=FilterConfig)
     transform: TransformConfig = Field(default_factory=TransformConfig)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
+    density: DensityConfig = Field(default_factory=DensityConfig)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
     source_file: str = Field("", exclude=True)
     config_hash: str = Field("", exclude=True)
 

@@ -22,6 +22,8 @@ STAGES: dict[str, str] = {
     "features": "seglake.features:build_entities",
     "sweep": "seglake.sweep:sweep",
     "segment": "seglake.segment:segment",
+    "density": "seglake.density:density",
+    "explain": "seglake.explain:explain",
 }
 EVENTS_ONLY = {"ingest"}
 
