@@ -6,6 +6,7 @@ Errors a user can cause print as one line on stderr with exit code 2; nothing el
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -79,7 +80,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SeglakeError as err:
         print(f"seglake: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        # A Spark/JVM failure is a wall of Java frames; lead with one line that says what failed.
+        if os.environ.get("SEGLAKE_DEBUG") or not _is_spark_error(err):
+            raise
+        first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        print(f"seglake: error: Spark failed: {first[:500]} (SEGLAKE_DEBUG=1 shows the trace)",
+              file=sys.stderr)
+        return 1
     return 0
+
+
+def _is_spark_error(err: Exception) -> bool:
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
+
+    return isinstance(err, (Py4JError, PySparkException))
 
 
 if __name__ == "__main__":
