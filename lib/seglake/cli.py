@@ -43,8 +43,9 @@ def _synth(args: argparse.Namespace) -> None:
 
     if args.events < 1:
         raise SeglakeError(f"--events must be positive (got {args.events})")
-    if not 0.0 <= args.corrupt_rate < 1.0:
-        raise SeglakeError(f"--corrupt-rate must be in [0, 1) (got {args.corrupt_rate})")
+    if not 0.0 <= args.corrupt_rate <= 0.5:
+        # Duplicates copy clean rows, so at least half the rows must stay clean.
+        raise SeglakeError(f"--corrupt-rate must be in [0, 0.5] (got {args.corrupt_rate})")
     summary = generate(args.out, args.events, fmt=args.format, seed=args.seed,
                        corrupt_rate=args.corrupt_rate, chunk_events=args.chunk_events,
                        workers=args.workers)

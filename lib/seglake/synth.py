@@ -18,7 +18,8 @@ Model (all vectorised numpy, one pass per chunk)
   probability proportional to activity. An event's item comes either from
   global popularity (probability = exploration) or from a small personal
   pool of favourite authors derived by hashing the uid.
-* ``time`` is strictly increasing with the row index and unique: the window
+* ``time`` is strictly increasing with the row index and unique (except for
+  the planted duplicate copies, which repeat their source row): the window
   is max(30 days, events) seconds, so up to 2,592,000 events span 30 days and
   larger datasets stretch the window (100M events ~ 3.2 years) rather than
   share seconds. Sharing seconds would make natural exact duplicates
@@ -46,6 +47,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import time as _time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -388,9 +390,12 @@ def generate(out_dir: str | Path, events: int, *, fmt: str = "parquet", seed: in
     if workers == 1 or len(tasks) == 1:
         results = [_run_chunk(world, job, t) for t in tasks]
     else:
-        # spawn: no fork of a process that may already run Arrow threads
-        with mp.get_context("spawn").Pool(min(workers, len(tasks)), _init_worker, (job,)) as pool:
-            results = pool.map(_pool_task, tasks, chunksize=1)
+        # spawn: never fork a process that may already run Arrow threads. The
+        # executor (unlike mp.Pool) raises if workers die, e.g. when an unguarded
+        # script (no `if __name__ == "__main__":`) calls generate().
+        with ProcessPoolExecutor(min(workers, len(tasks)), mp.get_context("spawn"),
+                                 _init_worker, (job,)) as pool:
+            results = list(pool.map(_pool_task, tasks))
     counts = np.sum([r[0] for r in results], axis=0)
     users, authors, items = (np.bitwise_or.reduce([r[j] for r in results]) for j in (1, 2, 3))
     _write_truth(truth_dir / "users.csv", USER_ARCHETYPES, world.user_arch, users, "uid")
