@@ -131,3 +131,17 @@ def test_parquet_missing_column_is_a_schema_mismatch(spark, tmp_path, lakehouse)
     spark.createDataFrame([(1, 2)], "uid long, item_id long").write.parquet(str(raw))
     with pytest.raises(SeglakeError, match="events.columns: column\\(s\\) 'user_city'"):
         ingest(spark, load_config(_events_config(raw, lakehouse, "parquet")), "r1")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_synth_with_corruption_reconciles_to_the_row(spark, tmp_path, lakehouse, fmt):
+    out = tmp_path / "synth"
+    assert main(["synth", "--events", "20000", "--out", str(out), "--format", fmt,
+                 "--corrupt-rate", "0.01", "--seed", "5"]) == 0
+    corrupt = int((out / "truth" / "corrupt_rows.txt").read_text())
+    assert corrupt == 200
+    config = load_config(_events_config(out / "events", lakehouse, fmt))
+    report = ingest(spark, config, "r1").details["reconciliation"]
+    assert report.input_rows == 20000
+    assert report.quarantined_rows == corrupt
+    assert report.bronze_rows == 20000 - corrupt
