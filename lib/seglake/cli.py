@@ -35,7 +35,31 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--master", help="Spark master URL (default: config, then local[*])")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key, e.g. --set sweep.k_max=12 (repeatable)")
+
+    classify = commands.add_parser("classify", help="score records with a saved claim classifier")
+    classify.add_argument("--model", required=True,
+                          help="a classifier folder (models/<run_id>/classifier) or its run folder")
+    classify.add_argument("--input", required=True,
+                          help="one JSON object, a JSON array, JSON lines or CSV; '-' reads stdin")
+    classify.add_argument("--output", help="CSV or JSON-lines file (default: stdout)")
+    classify.add_argument("--format", choices=["csv", "jsonl"],
+                          help="output format (default: csv for a .csv --output, else jsonl)")
+    classify.add_argument("--master", help="Spark master URL (default: local[*])")
     return parser
+
+
+def _classify(args: argparse.Namespace) -> None:
+    from seglake.classify import classify_records, load_classifier, read_records, write_predictions
+    from seglake.session import build_spark
+
+    records = read_records(args.input)  # before Spark starts: an unreadable file fails in a moment
+    spark = build_spark("seglake-classify", args.master, {"spark.ui.showConsoleProgress": "false"})
+    model, inputs = load_classifier(spark, args.model)
+    rows = classify_records(spark, model, inputs, records)
+    fmt = write_predictions(rows, args.output, args.format)
+    errors = sum(1 for row in rows if row["error"])
+    print(f"[classify] {len(rows):,} records: {len(rows) - errors:,} scored, {errors:,} with errors "
+          f"({fmt} to {args.output or 'stdout'})", file=sys.stderr)
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -78,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _synth(args)
         elif args.command == "run":
             _run(args)
+        elif args.command == "classify":
+            _classify(args)
     except SeglakeError as err:
         print(f"seglake: error: {err}", file=sys.stderr)
         return 2

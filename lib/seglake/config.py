@@ -167,6 +167,7 @@ class SweepConfig(Strict):
     seed: int = 0
     max_iter: int = Field(30, ge=1)
     silhouette_sample: int = Field(10_000, ge=100)
+    min_share: float = Field(0.005, ge=0.0, lt=0.5)
 
     @model_validator(mode="after")
     def _range(self) -> "SweepConfig":
@@ -176,12 +177,19 @@ class SweepConfig(Strict):
 
 
 class UmapConfig(Strict):
-    """UMAP settings for clustering (not for pictures: the 2-D map has its own fit)."""
+    """UMAP settings for clustering (not for pictures: the 2-D map has its own fit).
+
+    The defaults follow umap-learn's advice for clustering: more neighbours than the default 15
+    (broader structure, fewer spurious splits), ``min_dist`` 0 (points packed densely, which is what
+    HDBSCAN looks for) and a few more dimensions than 2 (less tearing of clusters).
+    """
 
     n_neighbors: int = Field(30, ge=2)
     min_dist: float = Field(0.0, ge=0.0)
     n_components: int = Field(5, ge=2)
     metric: Literal["euclidean", "manhattan", "cosine", "correlation"] = "euclidean"
+    map_min_dist: float = Field(0.1, ge=0.0)
+    n_epochs: int | None = Field(None, ge=10)
 
 
 class HdbscanConfig(Strict):
@@ -199,6 +207,10 @@ class DensityConfig(Strict):
     seed: int = 0
     umap: UmapConfig = Field(default_factory=UmapConfig)
     hdbscan: HdbscanConfig = Field(default_factory=HdbscanConfig)
+    stability_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    surrogate_trees: int = Field(100, ge=1)
+    surrogate_max_depth: int = Field(6, ge=1, le=16)
+    surrogate_holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9)
 
 
 class ExplainConfig(Strict):
@@ -209,6 +221,62 @@ class ExplainConfig(Strict):
     holdout_fraction: float = Field(0.25, gt=0.0, lt=0.9)
     top_features: int = Field(4, ge=1)
     seed: int = 0
+    trees: int = Field(100, ge=1)
+    max_depth: int = Field(4, ge=1, le=16)
+    noun: str = Field("entities", min_length=1, max_length=40)
+
+
+class LogisticRegressionParams(Strict):
+    """Spark ML LogisticRegression settings for the claim classifier."""
+
+    reg_param: float = Field(0.01, ge=0.0)
+    elastic_net_param: float = Field(0.0, ge=0.0, le=1.0)
+    max_iter: int = Field(100, ge=1)
+
+
+class GbtParams(Strict):
+    """Spark ML GBTClassifier settings for the claim classifier."""
+
+    trees: int = Field(20, ge=1)
+    max_depth: int = Field(5, ge=1, le=16)
+    step_size: float = Field(0.1, gt=0.0, le=1.0)
+
+
+class ClassifierConfig(Strict):
+    """A binary classifier on one text, some categorical and some numeric columns of ``entities``."""
+
+    label: str
+    positive_class: str = Field(min_length=1)
+    negative_class: str = Field(min_length=1)
+    text: str
+    categorical: list[str] = Field(default_factory=list)
+    numeric: list[str] = Field(default_factory=list)
+    train_fraction: float = Field(0.6, gt=0.0, lt=1.0)
+    validation_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    seed: int = 0
+    vocab_size: int = Field(5000, ge=10)
+    min_doc_freq: int = Field(2, ge=1)
+    remove_stop_words: bool = False
+    models: list[Literal["logistic_regression", "gbt"]] = Field(
+        default_factory=lambda: ["logistic_regression", "gbt"], min_length=1
+    )
+    logistic_regression: LogisticRegressionParams = Field(default_factory=LogisticRegressionParams)
+    gbt: GbtParams = Field(default_factory=GbtParams)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ClassifierConfig":
+        for name in (self.label, self.text, *self.categorical, *self.numeric):
+            _check_identifier(name)
+        inputs = [self.text, *self.categorical, *self.numeric]
+        if self.label in inputs or len(set(inputs)) != len(inputs):
+            raise ValueError("label, text, categorical and numeric must name distinct columns")
+        if self.positive_class == self.negative_class:
+            raise ValueError("positive_class and negative_class must differ")
+        total = self.train_fraction + self.validation_fraction + self.test_fraction
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train/validation/test fractions must add up to 1 (they add up to {total:g})")
+        return self
 
 
 class SeglakeConfig(Strict):
@@ -225,6 +293,7 @@ class SeglakeConfig(Strict):
     sweep: SweepConfig = Field(default_factory=SweepConfig)
     density: DensityConfig = Field(default_factory=DensityConfig)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
+    classifier: ClassifierConfig | None = None
     source_file: str = Field("", exclude=True)
     config_hash: str = Field("", exclude=True)
 

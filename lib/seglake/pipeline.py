@@ -24,8 +24,12 @@ STAGES: dict[str, str] = {
     "segment": "seglake.segment:segment",
     "density": "seglake.density:density",
     "explain": "seglake.explain:explain",
+    "classify": "seglake.claims:train_classifier",
+    "report": "seglake.report:build_report",
 }
 EVENTS_ONLY = {"ingest"}
+# A config with a `classifier` section trains a classifier instead of segmenting.
+CLASSIFIER_STAGES = ["classify"]
 
 
 def stage_function(name: str) -> Stage:
@@ -35,8 +39,15 @@ def stage_function(name: str) -> Stage:
 
 
 def stages_for(config: SeglakeConfig) -> list[str]:
-    """The stages a config supports, in order: ingest only applies to an events source."""
-    return [s for s in STAGES if config.events is not None or s not in EVENTS_ONLY]
+    """The stages a config supports, in order.
+
+    ``ingest`` only applies to an events source; a config with a ``classifier`` section runs the
+    classifier stage only; every other config runs the segmentation stages.
+    """
+    if config.classifier is not None:
+        return list(CLASSIFIER_STAGES)
+    return [s for s in STAGES
+            if s not in CLASSIFIER_STAGES and (config.events is not None or s not in EVENTS_ONLY)]
 
 
 def default_run_id() -> str:
@@ -77,7 +88,8 @@ def run_stages(
     unsupported = [s for s in wanted if s not in supported]
     if unsupported:
         raise SeglakeError(
-            f"{config.source_file}: stage(s) {', '.join(unsupported)} need an 'events' source"
+            f"{config.source_file}: stage(s) {', '.join(unsupported)} do not apply to this config "
+            f"(it supports: {', '.join(supported)})"
         )
     results = []
     for name in [s for s in STAGES if s in wanted]:
