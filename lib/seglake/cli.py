@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -111,11 +112,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A Spark/JVM failure is a wall of Java frames; lead with one line that says what failed.
         if os.environ.get("SEGLAKE_DEBUG") or not _is_spark_error(err):
             raise
-        first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
-        print(f"seglake: error: Spark failed: {first[:500]} (SEGLAKE_DEBUG=1 shows the trace)",
+        print(f"seglake: error: Spark failed: {_cause(err)[:500]} (SEGLAKE_DEBUG=1 shows the trace)",
               file=sys.stderr)
         return 1
     return 0
+
+
+def _cause(err: Exception) -> str:
+    """The most telling line of a Spark error: a Python worker's exception line if there is one."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    worker = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception): ", line)
+              and not line.startswith(("org.apache", "java.", "py4j"))]
+    return worker[-1] if worker else (lines[0] if lines else type(err).__name__)
 
 
 def _is_spark_error(err: Exception) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -71,6 +72,9 @@ def build_spark(
     builder = SparkSession.builder.appName(app_name)
     settings = dict(DELTA_CONF)
     if not _launched_by_spark_submit():
+        # Python workers must run the driver's interpreter (its venv has seglake, UMAP, XGBoost...),
+        # not whatever `python3` is first on PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = builder.master(master or os.environ.get("SEGLAKE_MASTER") or "local[*]")
         settings.update(LOCAL_DEFAULTS)
         if os.environ.get("SEGLAKE_DRIVER_MEMORY"):
