@@ -130,7 +130,9 @@ class FeaturesConfig(Strict):
     entity: str = "uid"
     definitions: dict[str, FeatureDef] = Field(default_factory=dict)
     approximate_distinct: bool = False
-    approximate_rsd: float = Field(0.01, gt=0.0, lt=0.4)
+    # HLL++ sketch size grows as 1/rsd**2: at 0.01 the sketches cost more than exact counting
+    # (bench/bench_features.py); 0.05 is Spark's own default.
+    approximate_rsd: float = Field(0.05, gt=0.0, lt=0.4)
 
     @field_validator("definitions")
     @classmethod
@@ -197,6 +199,7 @@ class HdbscanConfig(Strict):
 
     min_cluster_size: int = Field(50, ge=2)
     min_samples: int | None = Field(None, ge=1)
+    cluster_selection_method: Literal["eom", "leaf"] = "eom"
 
 
 class DensityConfig(Strict):

@@ -1,0 +1,156 @@
+"""Benchmark the features stage's distinct counts against Spark's naive plan and DuckDB.
+
+Usage: python bench/bench_features.py [--events 1000000 10000000] [--repeat 2] [--scratch /tmp]
+                                      [--config conf/tiktok_users.yaml] [--approx-rsd 0.05 0.01]
+
+For each size, synthetic Douyin events are generated once as Parquet (kept between runs in
+``<scratch>/seglake-bench-features/<n>``), then the config's per-entity features are computed from
+that Parquet in one process by:
+
+* ``spark countDistinct``: one ``groupBy`` with ``countDistinct`` per distinct feature (Spark expands
+  each event once per distinct column and shuffles the expansion twice);
+* ``spark seglake plan``: :func:`seglake.features.aggregate_features` (one shuffle by entity, then
+  deduplication and counting inside it);
+* ``spark dedup, 2 shuffles``: the same (entity, column, value) deduplication left to Spark's own
+  exchanges (map-side dedup, then a second shuffle to count);
+* ``spark approx rsd=…``: ``approximate_distinct: true`` (HyperLogLog++ sketches; their size
+  grows as 1/rsd², which is why 0.01 is slower than exact counting);
+* ``duckdb``: ``COUNT(DISTINCT …)`` SQL over the same Parquet (the baseline).
+
+Spark runs in ``local[2]``; each Spark variant is forced with the ``noop`` writer, DuckDB
+materialises its result as Arrow. The best of ``--repeat`` runs is reported, and ratios are to
+DuckDB at the same size. The markdown table goes to stdout, progress to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+from seglake import features as feat  # noqa: E402
+from seglake.config import FeaturesConfig, load_config  # noqa: E402
+from seglake.session import build_spark  # noqa: E402
+from seglake.synth import generate  # noqa: E402
+
+
+def naive(events: DataFrame, features: FeaturesConfig) -> DataFrame:
+    """The textbook plan: every aggregation, ``countDistinct`` included, in one ``groupBy``."""
+    aggs = []
+    for name, spec in features.definitions.items():
+        kind = events.schema[spec.column].dataType if spec.column else None
+        if spec.agg in feat.DISTINCT_AGGS:
+            aggs.append(F.countDistinct(feat._distinct_value(spec, kind)).alias(name))
+        elif spec.agg in feat.PLAIN_AGGS:
+            aggs.append(feat._plain_agg(spec, kind).alias(name))
+    return events.groupBy(features.entity).agg(*aggs)
+
+
+def two_shuffle_dedup(events: DataFrame, features: FeaturesConfig) -> DataFrame:
+    """The seglake dedup without the up-front repartition: Spark places its own two exchanges."""
+    distinct = {name: feat._distinct_value(spec, events.schema[spec.column].dataType)
+                for name, spec in features.definitions.items() if spec.agg in feat.DISTINCT_AGGS}
+    plain = [feat._plain_agg(spec, events.schema[spec.column].dataType if spec.column else None)
+             .alias(name) for name, spec in features.definitions.items() if spec.agg in feat.PLAIN_AGGS]
+    counted = feat._exact_distinct_counts(events, features.entity, distinct)
+    return events.groupBy(features.entity).agg(*plain).join(counted, features.entity, "left")
+
+
+def duckdb_sql(features: FeaturesConfig, parquet_glob: str) -> str:
+    """The same features as one DuckDB ``GROUP BY`` (ratios are not part of the users config)."""
+    parts = []
+    for name, spec in features.definitions.items():
+        column = f'"{spec.column}"' if spec.column else None
+        expression = {
+            "count": f"COUNT({column or '*'})",
+            "sum": f"SUM({column})",
+            "mean": f"AVG({column})",
+            "min": f"MIN({column})",
+            "max": f"MAX({column})",
+            "count_distinct": f"COUNT(DISTINCT {column})",
+            "active_days": f"COUNT(DISTINCT FLOOR({column} / 86400))",
+        }.get(spec.agg)
+        if expression is None:
+            raise SystemExit(f"bench: agg {spec.agg!r} has no DuckDB translation here")
+        parts.append(f'{expression} AS "{name}"')
+    return (f'SELECT "{features.entity}", {", ".join(parts)} FROM read_parquet(\'{parquet_glob}\') '
+            f'WHERE "{features.entity}" IS NOT NULL GROUP BY "{features.entity}"')
+
+
+def best_of(repeat: int, run) -> float:
+    """Smallest wall time of ``repeat`` runs: the machine is shared, the minimum is the signal."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--scratch", default=tempfile.gettempdir())
+    ap.add_argument("--config", default=str(ROOT / "conf" / "tiktok_users.yaml"))
+    ap.add_argument("--approx-rsd", type=float, nargs="*", default=[0.05, 0.01],
+                    help="HLL++ relative standard deviations to time (0.01 is slow)")
+    args = ap.parse_args()
+    features = load_config(args.config, ["events.path=/unused"]).features
+    spark = build_spark("bench-features", "local[2]",
+                        {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"})
+    exact = features.model_copy(update={"approximate_distinct": False})
+    variants = {
+        "spark countDistinct (naive)": lambda ev: naive(ev, exact),
+        "spark seglake plan (exact)": lambda ev: feat.aggregate_features(ev, exact),
+        "spark dedup, 2 shuffles (exact)": lambda ev: two_shuffle_dedup(ev, exact),
+    }
+    for rsd in args.approx_rsd:
+        approx = features.model_copy(update={"approximate_distinct": True, "approximate_rsd": rsd})
+        variants[f"spark approx rsd={rsd}"] = (
+            lambda ev, approx=approx: feat.aggregate_features(ev, approx))
+    load_before = os.getloadavg()[0]
+    rows = []
+    for n in args.events:
+        folder = Path(args.scratch) / "seglake-bench-features" / str(n)
+        if not (folder / "truth" / "manifest.json").exists():
+            print(f"# generating {n:,} events into {folder}", file=sys.stderr, flush=True)
+            generate(folder, n, workers=2)
+        glob = str(folder / "events" / "*.parquet")
+        events = spark.read.parquet(str(folder / "events"))
+        events.groupBy(features.entity).count().write.format("noop").mode("overwrite").save()  # warm-up
+        con = duckdb.connect()
+        sql = duckdb_sql(features, glob)
+        baseline = best_of(args.repeat, lambda: con.sql(sql).to_arrow_table())
+        rows.append((n, "duckdb COUNT(DISTINCT) (baseline)", baseline))
+        print(f"# {n:,} duckdb: {baseline:.2f} s", file=sys.stderr, flush=True)
+        for label, build in variants.items():
+            seconds = best_of(args.repeat,
+                              lambda: build(events).write.format("noop").mode("overwrite").save())
+            rows.append((n, label, seconds))
+            print(f"# {n:,} {label}: {seconds:.2f} s", file=sys.stderr, flush=True)
+        con.close()
+    spark.stop()
+    baselines = {n: s for n, label, s in rows if label.startswith("duckdb")}
+    distinct = sum(spec.agg in feat.DISTINCT_AGGS for spec in features.definitions.values())
+    print(f"### features stage: {len(features.definitions)} features ({distinct} exact distinct "
+          f"counts) per {features.entity}, Spark local[2] vs DuckDB, {platform.machine()}, "
+          f"best of {args.repeat}; 1-minute load average {load_before:.1f} at the start, "
+          f"{os.getloadavg()[0]:.1f} at the end (the machine is shared)\n")
+    print("| events | method | seconds | × DuckDB |")
+    print("| ---: | --- | ---: | ---: |")
+    for n, label, seconds in rows:
+        print(f"| {n:,} | {label} | {seconds:.2f} | {seconds / baselines[n]:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,406 @@
+"""Density clusters: UMAP + HDBSCAN on a bounded sample per group, a surrogate for everyone else.
+
+Steps of :func:`density` (config section ``density``):
+
+1. Groups: the whole population (``group_by: none``, group 0) or each KMeans segment of this run
+   (``group_by: segment``, read from ``gold/segments``; entities without a segment are left out).
+2. A stratified random sample of at most ``sample_size`` rows in total: the budget is shared
+   equally between groups, a group smaller than its share is taken whole and its unused share goes
+   to the others. Rows are chosen by a hash of ``(seed, entity_id)``, so the same table and seed
+   give the same sample however Spark partitions it.
+3. ``groupBy(group).applyInPandas(cluster_group)``: in each group, the clustering space is
+   sign(x)·log1p(|x|) of every numeric feature, nulls set to the group's median, then standard
+   scaling, all fitted on the group's sample inside the UDF (self-contained: it does not use the
+   prepare stage's Spark ML transform, so density runs without it). UMAP (``density.umap``) then
+   HDBSCAN (``density.hdbscan``) give ``cluster`` (−1 noise) and ``cluster_probability``; a second
+   2-D UMAP with ``map_min_dist`` gives the picture's ``x, y`` (the clustering embedding itself when
+   it is already 2-D). With groups, cluster ids are ``group * 1000 + c`` so they are unique across
+   groups (noise stays −1) and ``group`` tells which segment a cluster belongs to.
+4. Stability: UMAP (seed + 1) + HDBSCAN rerun on a random ``stability_fraction`` of the group's
+   sample (``min_cluster_size`` scaled by the same fraction); the adjusted Rand index between the
+   two labelings of those rows (noise counted as a label) is the group's ``stability_ari``. UMAP can
+   tear clusters apart; a low ARI says the clusters depend on the seed and sample.
+5. A surrogate XGBoost per group (:mod:`seglake.surrogate`) learns the sample's labels from the raw
+   features, its held-out accuracy is the ``fidelity``, and ``mapInPandas`` assigns every entity.
+
+Writes ``gold/clusters`` (one row per entity; sampled rows keep their HDBSCAN label, membership
+strength and ``x, y``; the others get the surrogate's label and class probability, ``x, y`` null),
+``gold/cluster_quality`` (one row per group) and ``models/<run_id>/surrogate*.json`` with
+``manifest-density.json``. Sorting each group by ``entity_id`` before UMAP makes the labels depend
+only on the data and seeds, not on shuffle order.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from seglake.config import DensityConfig, SeglakeConfig
+from seglake.errors import SeglakeError
+from seglake.stages import StageResult
+from seglake.surrogate import NOISE, SURROGATE_SCHEMA, assign, fit_surrogate, save_with_manifest
+from seglake.tables import Tables, delta_exists, read_delta, sql_string, write_run
+
+GROUP_STRIDE = 1000
+MANIFEST = "manifest-density.json"
+NUMERIC = (T.DoubleType, T.FloatType, T.IntegerType, T.LongType, T.ShortType, T.DecimalType)
+QUALITY_SCHEMA = ("run_id string, group int, population long, sample_rows long, clusters long, "
+                  "noise_share double, stability_ari double, fit_seconds double, fidelity double, "
+                  "fidelity_clustered double")
+CLUSTERS_SCHEMA = ("entity_id string, group int, cluster int, cluster_probability double, "
+                   "x double, y double, stability_ari double, fit_seconds double")
+
+
+# ---------------------------------------------------------------- sampling (Spark, bounded)
+
+
+def feature_columns(entities: DataFrame) -> list[str]:
+    """Every numeric column of an entity table except ``entity_id``, in table order."""
+    return [f.name for f in entities.schema.fields
+            if f.name != "entity_id" and isinstance(f.dataType, NUMERIC)]
+
+
+def allocate(counts: dict[int, int], total: int) -> dict[int, int]:
+    """Share ``total`` sample rows equally between strata; a stratum smaller than its share is taken
+    whole and the rest is shared again among the others (water-filling).
+
+    Equal shares (not proportional ones) give small groups enough rows for UMAP and HDBSCAN.
+    """
+    quotas: dict[int, int] = {}
+    left, open_strata = total, sorted(counts, key=lambda s: counts[s])
+    while open_strata:
+        share = left // len(open_strata)
+        smallest = open_strata[0]
+        if counts[smallest] <= share:
+            quotas[smallest] = counts[smallest]
+            left -= counts[smallest]
+            open_strata.pop(0)
+            continue
+        for index, stratum in enumerate(open_strata):
+            quotas[stratum] = share + (1 if index < left - share * len(open_strata) else 0)
+        break
+    return quotas
+
+
+def uniform_key(seed: int) -> F.Column:
+    """A number in [0, 1) from a hash of (seed, entity_id): reproducible whatever the partitioning."""
+    return F.pmod(F.xxhash64(F.lit(seed), F.col("entity_id")), F.lit(1 << 40)) / float(1 << 40)
+
+
+def stratified_sample(
+    df: DataFrame, stratum: str, size: int, seed: int, counts: dict[int, int] | None = None
+) -> tuple[DataFrame, dict[int, int]]:
+    """At most ``size`` rows of ``df`` shared between the values of the integer column ``stratum``.
+
+    Each stratum's rows are those with the smallest hash keys (a uniform sample without
+    replacement); a hash filter keeps the window that ranks them to about ``size`` rows.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Has ``entity_id`` and the non-null integer column ``stratum``.
+    stratum : str
+    size : int
+    seed : int
+    counts : dict, optional
+        Rows per stratum when the caller already knows them (saves a pass over ``df``).
+
+    Returns
+    -------
+    (DataFrame, dict)
+        The sample with a ``weight`` column (stratum population / stratum sample, to reweight to
+        the population), and the population count of every stratum.
+    """
+    if counts is None:
+        counts = {int(r[0]): int(r[1]) for r in df.groupBy(stratum).count().collect()}
+    quotas = allocate(counts, size)
+    plan = []
+    for value, count in counts.items():
+        share = quotas[value] / count
+        margin = 5 * math.sqrt(share * (1 - share) / count) + 20 / count
+        plan.append((value, quotas[value], min(1.0, share + margin), count / max(quotas[value], 1)))
+    spark = df.sparkSession
+    plan_df = spark.createDataFrame(plan, f"`{stratum}` int, quota int, threshold double, weight double")
+    keyed = (df.withColumn("_key", uniform_key(seed)).join(F.broadcast(plan_df), stratum)
+             .where(F.col("_key") < F.col("threshold")))
+    ranked = keyed.withColumn(
+        "_rank", F.row_number().over(Window.partitionBy(stratum).orderBy("_key", "entity_id")))
+    sample = ranked.where(F.col("_rank") <= F.col("quota")).drop("_key", "_rank", "quota", "threshold")
+    return sample, counts
+
+
+def grouped_population(
+    spark: SparkSession, config: SeglakeConfig, run_id: str, entities: DataFrame, features: list[str]
+) -> DataFrame:
+    """``entity_id``, ``group`` and the features as doubles: group 0, or the run's KMeans segment."""
+    columns = [F.col("entity_id").cast("string").alias("entity_id"),
+               *[F.col(f).cast("double").alias(f) for f in features]]
+    if config.density.group_by == "none":
+        return entities.select(*columns, F.lit(0).alias("group"))
+    path = Tables.of(config).gold("segments")
+    if not delta_exists(spark, path):
+        raise SeglakeError(f"density.group_by is 'segment' but there is no {path}: "
+                           f"run the segment stage for run {run_id} first")
+    segments = (spark.read.format("delta").load(path).where(f"run_id = {sql_string(run_id)}")
+                .select(F.col("entity_id").cast("string").alias("entity_id"),
+                        F.col("segment").cast("int").alias("group")))
+    if not segments.limit(1).count():
+        raise SeglakeError(f"{path} has no rows for run {run_id}: run the segment stage first")
+    return entities.select(*columns).join(segments, "entity_id")
+
+
+# ---------------------------------------------------------------- clustering (pandas UDF body)
+
+
+def clustering_space(values: np.ndarray) -> np.ndarray:
+    """sign(x)·log1p(|x|), nulls to the column median, then standard scaling (constant columns → 0).
+
+    The signed log1p tames heavy tails (followers span six orders of magnitude) and accepts
+    negative values, where plain log1p would not.
+    """
+    logged = np.sign(values) * np.log1p(np.abs(values))
+    medians = np.nanmedian(np.where(np.isnan(logged).all(axis=0), 0.0, logged), axis=0)
+    filled = np.where(np.isnan(logged), medians, logged)
+    spread = filled.std(axis=0)
+    return (filled - filled.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
+
+
+def _umap(space: np.ndarray, umap: dict, seed: int, n_components: int, min_dist: float,
+          knn=(None, None, None)) -> tuple[np.ndarray, object]:
+    from umap import UMAP
+
+    reducer = UMAP(n_neighbors=min(umap["n_neighbors"], len(space) - 1), n_components=n_components,
+                   min_dist=min_dist, metric=umap["metric"], n_epochs=umap.get("n_epochs"),
+                   random_state=seed, precomputed_knn=knn)
+    return reducer.fit_transform(space), reducer
+
+
+def _hdbscan(embedding: np.ndarray, min_cluster_size: int, min_samples: int | None, method: str):
+    from hdbscan import HDBSCAN
+
+    # one thread: Spark already runs one task per core
+    model = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples,
+                    cluster_selection_method=method, core_dist_n_jobs=1)
+    model.fit(embedding)
+    return model.labels_.astype(np.int32), model.probabilities_.astype(np.float64)
+
+
+def cluster_group(
+    sample: pd.DataFrame, features: list[str], umap: dict, hdbscan: dict, seed: int,
+    stability_fraction: float, offset_by_group: bool,
+) -> pd.DataFrame:
+    """UMAP + HDBSCAN on one group's sample, with a 2-D map and a stability score.
+
+    Parameters
+    ----------
+    sample : DataFrame
+        ``entity_id``, ``group`` and the raw ``features`` of one group.
+    features : list of str
+    umap : dict
+        ``n_neighbors``, ``min_dist``, ``n_components``, ``metric``, ``map_min_dist``, ``n_epochs``.
+    hdbscan : dict
+        ``min_cluster_size``, ``min_samples``, ``cluster_selection_method``.
+    seed : int
+        UMAP's ``random_state`` (seed + 1 and a subsample drawn with ``seed`` for stability).
+    stability_fraction : float
+        Share of rows reclustered to measure stability; 0 skips it (``stability_ari`` NaN).
+    offset_by_group : bool
+        Make ids ``group * 1000 + c`` so clusters of different groups never share an id.
+
+    Returns
+    -------
+    DataFrame
+        ``CLUSTERS_SCHEMA`` columns followed by the input features, one row per sampled entity.
+    """
+    started = pd.Timestamp.now()
+    sample = sample.sort_values("entity_id", kind="stable").reset_index(drop=True)
+    n, group = len(sample), int(sample["group"].iloc[0])
+    out = sample[["entity_id", "group"]].copy()
+    labels, strength = np.full(n, NOISE, dtype=np.int32), np.zeros(n)
+    xy, stability = np.full((n, 2), np.nan), np.nan
+    mcs, min_samples = hdbscan["min_cluster_size"], hdbscan.get("min_samples")
+    method = hdbscan.get("cluster_selection_method", "eom")
+    if n >= max(mcs, umap["n_components"] + 2, 10):
+        space = clustering_space(sample[features].to_numpy(dtype=np.float64))
+        with warnings.catch_warnings():  # "n_jobs overridden by random_state": single-threaded is intended
+            warnings.simplefilter("ignore")
+            embedding, reducer = _umap(space, umap, seed, umap["n_components"], umap["min_dist"])
+            labels, strength = _hdbscan(embedding, mcs, min_samples, method)
+            if umap["n_components"] == 2:
+                xy = embedding
+            else:  # reuse the neighbour graph: the map then costs only its layout
+                knn = ((None, None, None) if getattr(reducer, "_small_data", True) else
+                       (reducer._knn_indices, reducer._knn_dists, reducer._knn_search_index))
+                xy, _ = _umap(space, umap, seed, 2, umap["map_min_dist"], knn)
+            stability = _stability(space, labels, umap, hdbscan, seed, stability_fraction)
+    if labels.max() >= GROUP_STRIDE:
+        raise ValueError(f"group {group}: {labels.max() + 1} clusters; raise density.hdbscan.min_cluster_size")
+    if offset_by_group:
+        labels = np.where(labels == NOISE, NOISE, group * GROUP_STRIDE + labels)
+    out["cluster"], out["cluster_probability"] = labels, strength
+    out["x"], out["y"] = xy[:, 0], xy[:, 1]
+    out["stability_ari"] = stability
+    out["fit_seconds"] = (pd.Timestamp.now() - started).total_seconds()
+    return pd.concat([out, sample[features].astype(np.float64)], axis=1)
+
+
+def _stability(space, labels, umap, hdbscan, seed, fraction) -> float:
+    from sklearn.metrics import adjusted_rand_score
+
+    size = int(round(len(space) * fraction))
+    if fraction <= 0 or size < max(10, umap["n_components"] + 2):
+        return float("nan")
+    rows = np.sort(np.random.default_rng(seed).choice(len(space), size=size, replace=False))
+    embedding, _ = _umap(space[rows], umap, seed + 1, umap["n_components"], umap["min_dist"])
+    scale, min_samples = size / len(space), hdbscan.get("min_samples")
+    again, _ = _hdbscan(embedding, max(2, round(hdbscan["min_cluster_size"] * scale)),
+                        None if min_samples is None else max(1, round(min_samples * scale)),
+                        hdbscan.get("cluster_selection_method", "eom"))
+    return float(adjusted_rand_score(labels[rows], again))
+
+
+def cluster_sample(sample: DataFrame, features: list[str], settings: DensityConfig) -> DataFrame:
+    """Spark wrapper: ``groupBy(group).applyInPandas(cluster_group)`` with the output schema wired."""
+    body = functools.partial(
+        cluster_group, features=features, umap=settings.umap.model_dump(),
+        hdbscan=settings.hdbscan.model_dump(), seed=settings.seed,
+        stability_fraction=settings.stability_fraction,
+        offset_by_group=settings.group_by != "none")
+    schema = CLUSTERS_SCHEMA + "".join(f", `{f}` double" for f in features)
+    return sample.select("entity_id", "group", *features).groupBy("group").applyInPandas(body, schema)
+
+
+def fit_surrogates(labelled: DataFrame, features: list[str], settings: DensityConfig) -> pd.DataFrame:
+    """One surrogate per group, trained in parallel; returns the small table of models (one row each)."""
+    body = functools.partial(
+        fit_surrogate, features=features, trees=settings.surrogate_trees,
+        max_depth=settings.surrogate_max_depth,
+        holdout_fraction=settings.surrogate_holdout_fraction, seed=settings.seed)
+    columns = labelled.select("entity_id", "group", "cluster", *features)
+    return columns.groupBy("group").applyInPandas(body, SURROGATE_SCHEMA).toPandas()
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def density(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResult:
+    """Cluster a bounded sample with UMAP + HDBSCAN and assign every entity with a surrogate.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    config : SeglakeConfig
+        Uses ``density`` (sample, UMAP, HDBSCAN, stability, surrogate) and the table layout.
+    run_id : str
+        Keys ``gold/clusters``, ``gold/cluster_quality`` and ``models/<run_id>/``; a re-run replaces
+        this run's rows.
+
+    Returns
+    -------
+    StageResult
+        ``details``: ``groups`` (per-group quality rows), ``features``, ``model_files``,
+        ``sample_rows`` and ``seconds`` per phase.
+    """
+    settings, tables = config.density, Tables.of(config)
+    entities = read_delta(spark, tables.entities, "features")
+    features = feature_columns(entities)
+    if not features:
+        raise SeglakeError(f"{tables.entities} has no numeric feature columns besides entity_id")
+    population = grouped_population(spark, config, run_id, entities, features)
+    sample, counts = stratified_sample(population, "group", settings.sample_size, settings.seed)
+    labelled = cluster_sample(sample, features, settings).persist(StorageLevel.MEMORY_AND_DISK)
+    seconds, started = {}, time.monotonic()
+    try:
+        sampled_rows = labelled.count()
+        seconds["sample_and_cluster"] = time.monotonic() - started
+        surrogates = fit_surrogates(labelled, features, settings)
+        seconds["surrogate"] = time.monotonic() - started - seconds["sample_and_cluster"]
+        quality = _quality(labelled, surrogates, counts)
+        files, models, listed = _model_files(surrogates, settings.group_by)
+        manifest = save_with_manifest(
+            spark, tables.models(run_id), files, MANIFEST,
+            {"features": features, "group_by": settings.group_by, "models": listed,
+             "settings": settings.model_dump()})
+        assign_started = time.monotonic()
+        clusters = label_population(assign(population, models, features), labelled, run_id)
+        write_run(clusters, tables.gold("clusters"), run_id)
+        seconds["assign_and_write"] = time.monotonic() - assign_started
+        quality_rows = quality.assign(run_id=run_id)[[c.split()[0] for c in QUALITY_SCHEMA.split(", ")]]
+        write_run(spark.createDataFrame(quality_rows, QUALITY_SCHEMA), tables.gold("cluster_quality"), run_id)
+    finally:
+        labelled.unpersist()
+    population_rows = sum(counts.values())
+    return StageResult(
+        "density", population_rows, population_rows,
+        details={"groups": quality.to_dict("records"), "features": features,
+                 "model_files": manifest["files"], "sample_rows": sampled_rows, "seconds": seconds},
+        message=_summary(quality, sampled_rows))
+
+
+def label_population(assigned: DataFrame, labelled: DataFrame, run_id: str) -> DataFrame:
+    """``gold/clusters`` rows: sampled entities keep their HDBSCAN label, strength and map position;
+    the rest keep the surrogate's label and class probability, with ``x, y`` null."""
+    sampled = labelled.select("entity_id", F.col("cluster").alias("_cluster"),
+                              F.col("cluster_probability").alias("_probability"), "x", "y")
+    # the sample is bounded (density.sample_size rows), so broadcasting it avoids shuffling everyone
+    return assigned.join(F.broadcast(sampled), "entity_id", "left").select(
+        F.lit(run_id).alias("run_id"), "entity_id", "group",
+        F.coalesce("_cluster", "cluster").alias("cluster"),
+        F.coalesce("_probability", "cluster_probability").alias("cluster_probability"),
+        F.col("_cluster").isNotNull().alias("in_sample"), "x", "y")
+
+
+def _quality(labelled: DataFrame, surrogates: pd.DataFrame, counts: dict[int, int]) -> pd.DataFrame:
+    per_group = labelled.groupBy("group").agg(
+        F.count("*").alias("sample_rows"),
+        F.countDistinct(F.when(F.col("cluster") != NOISE, F.col("cluster"))).alias("clusters"),
+        F.avg((F.col("cluster") == NOISE).cast("double")).alias("noise_share"),
+        F.first("stability_ari").alias("stability_ari"),
+        F.max("fit_seconds").alias("fit_seconds")).toPandas()
+    quality = per_group.merge(surrogates[["group", "fidelity", "fidelity_clustered"]], on="group")
+    quality.insert(1, "population", quality["group"].map(counts).astype("int64"))
+    return quality.sort_values("group").reset_index(drop=True)
+
+
+def _model_files(surrogates: pd.DataFrame, group_by: str):
+    """Files to save (name → XGBoost JSON), models to broadcast (group → (bytes, classes)) and
+    what the manifest says about each file."""
+    files, models, listed = {}, {}, {}
+    for row in surrogates.itertuples():
+        raw = None if row.model is None else bytes(row.model)
+        models[int(row.group)] = (raw, json.loads(row.classes))
+        if raw is not None:
+            name = "surrogate.json" if group_by == "none" else f"surrogate-{group_by}-{row.group}.json"
+            files[name] = raw
+            listed[name] = {"group": int(row.group), "classes": json.loads(row.classes)}
+    return files, models, listed
+
+
+def _summary(quality: pd.DataFrame, sampled_rows: int) -> str:
+    weights = quality["sample_rows"] / quality["sample_rows"].sum()
+    noise = float((quality["noise_share"] * weights).sum())
+    worst = quality["stability_ari"].min()
+    stability = "not measured" if np.isnan(worst) else f"{worst:.2f} (worst group)"
+    return (f"{len(quality)} group(s), {int(quality['clusters'].sum())} clusters on a "
+            f"{sampled_rows:,}-row sample, noise {noise:.1%}, stability ARI {stability}, "
+            f"surrogate fidelity {quality['fidelity'].min():.3f} (worst group)")
+
+
+def worker_numba_cache(spark: SparkSession) -> str | None:
+    """The ``NUMBA_CACHE_DIR`` a Python worker sees (UMAP's compiled kernels are cached there)."""
+    def probe(batches):
+        for _ in batches:
+            yield pd.DataFrame({"cache": [os.environ.get("NUMBA_CACHE_DIR")]})
+
+    return spark.range(1).mapInPandas(probe, "cache string").head()[0]

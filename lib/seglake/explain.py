@@ -1,0 +1,347 @@
+"""Explain each cluster and segment: one-vs-rest XGBoost + SHAP, then one plain-language sentence.
+
+Steps of :func:`explain` (config section ``explain``):
+
+1. Targets: every density cluster of the run (``gold/clusters``, noise −1 excluded) and every KMeans
+   segment (``gold/segments``, when present). A target with fewer than ``min_cluster_size`` entities
+   is skipped and named in the stage message.
+2. A bounded sample of ``sample_size`` entities, stratified by cluster (by segment when there are no
+   clusters) so that small clusters have enough rows; each row carries a design weight (stratum
+   population / stratum sample) so that the rest of the population keeps its real mix.
+3. The sample is crossed with the target ids and ``groupBy(kind, target).applyInPandas`` trains one
+   binary XGBoost per target on the raw features, positives weighted by ``scale_pos_weight`` so both
+   sides weigh the same. Precision, recall and F1 are measured (design-weighted) on a stratified
+   ``holdout_fraction`` of the sample. A SHAP ``TreeExplainer`` is built inside the UDF (explainers do
+   not pickle) on the binary model, so its output is a plain rows × features array in every version.
+4. Per feature: ``mean_abs_shap`` (mean |SHAP| over the sample, members and the rest weighing the
+   same), ``direction`` ("higher" when larger values push an entity into the target: the sign of the
+   Spearman correlation between the feature and its SHAP value; the sign of the member-vs-rest median
+   difference when that is undefined) and ``rank`` (1 = largest mean |SHAP|).
+5. Descriptions use the ``top_features`` best-ranked features (leaving out those with under a tenth
+   of the best feature's mean |SHAP|), each with the target's median in
+   original units and its ratio to the overall median (population medians, ``percentile_approx``):
+   ratio ≥ 4 "very high", ≥ 1.25 "high", < 0.25 "very low", < 0.8 "low", otherwise "typical"
+   (a difference instead of a ratio when the overall median is not positive).
+
+Writes ``gold/explanations``, ``gold/descriptions`` and ``models/<run_id>/explain/<kind>-<target>.json``
+with ``manifest-explain.json`` (sha256 per file).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from seglake.config import ExplainConfig, SeglakeConfig
+from seglake.density import feature_columns, stratified_sample
+from seglake.errors import SeglakeError
+from seglake.stages import StageResult
+from seglake.surrogate import NOISE, save_with_manifest, train_test_indices
+from seglake.tables import Tables, delta_exists, read_delta, sql_string, write_run
+
+MANIFEST = "manifest-explain.json"
+KIND_COLUMN = {"cluster": "cluster", "segment": "segment"}
+TARGET_SCHEMA = T.StructType([
+    T.StructField("kind", T.StringType()), T.StructField("target", T.IntegerType()),
+    T.StructField("precision", T.DoubleType()), T.StructField("recall", T.DoubleType()),
+    T.StructField("f1", T.DoubleType()), T.StructField("positives", T.LongType()),
+    T.StructField("model", T.BinaryType()),
+    T.StructField("features", T.ArrayType(T.StringType())),
+    T.StructField("mean_abs_shap", T.ArrayType(T.DoubleType())),
+    T.StructField("direction", T.ArrayType(T.StringType())),
+])
+EXPLANATIONS_SCHEMA = ("run_id string, kind string, target int, feature string, mean_abs_shap double, "
+                       "direction string, rank int, precision double, recall double, f1 double, "
+                       "size long, share double")
+DESCRIPTIONS_SCHEMA = "run_id string, kind string, target int, size long, share double, description string"
+WORDS = ((4.0, "very high"), (1.25, "high"), (0.8, "typical"), (0.25, "low"))
+
+
+# ---------------------------------------------------------------- one target (pandas UDF body)
+
+
+def explain_target(
+    rows: pd.DataFrame, features: list[str], trees: int, max_depth: int,
+    holdout_fraction: float, seed: int,
+) -> pd.DataFrame:
+    """Fit one one-vs-rest XGBoost and summarise its SHAP values (one output row).
+
+    Parameters
+    ----------
+    rows : DataFrame
+        ``kind``, ``target``, ``entity_id``, ``is_target`` (bool), ``weight`` (design weight) and the
+        raw ``features``: the sample, labelled for this target.
+    features : list of str
+    trees, max_depth : int
+    holdout_fraction : float
+    seed : int
+
+    Returns
+    -------
+    DataFrame
+        One row of ``TARGET_SCHEMA``; ``model`` null and metrics NaN when the sample holds fewer
+        than five members or five non-members of the target.
+    """
+    import shap
+    import xgboost as xgb
+    from sklearn.metrics import precision_recall_fscore_support
+
+    rows = rows.sort_values("entity_id", kind="stable").reset_index(drop=True)
+    y = rows["is_target"].to_numpy().astype(np.int32)
+    row = {"kind": rows["kind"].iloc[0], "target": int(rows["target"].iloc[0]),
+           "precision": math.nan, "recall": math.nan, "f1": math.nan, "positives": int(y.sum()),
+           "model": None, "features": features, "mean_abs_shap": None, "direction": None}
+    if y.sum() < 5 or (1 - y).sum() < 5:
+        return pd.DataFrame([row])
+    x = rows[features].to_numpy(dtype=np.float64)
+    weight = rows["weight"].to_numpy(dtype=np.float64)
+    train, holdout = train_test_indices(y, holdout_fraction, seed)
+    balance = weight[train][y[train] == 0].sum() / weight[train][y[train] == 1].sum()
+    params = {"objective": "binary:logistic", "max_depth": max_depth, "eta": 0.1,
+              "tree_method": "hist", "nthread": 1, "seed": seed, "scale_pos_weight": balance}
+    booster = xgb.train(params, xgb.DMatrix(x[train], y[train], weight=weight[train],
+                                            feature_names=features), trees)
+    predicted = (booster.inplace_predict(x[holdout]) >= 0.5).astype(np.int32)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y[holdout], predicted, average="binary", sample_weight=weight[holdout], zero_division=0)
+    values = np.asarray(shap.TreeExplainer(booster).shap_values(x))
+    if values.ndim == 3:  # some versions return one slice per class even for binary models
+        values = values[..., -1]
+    balanced = weight * np.where(y == 1, balance, 1.0)
+    mean_abs = (np.abs(values) * balanced[:, None]).sum(axis=0) / balanced.sum()
+    row.update(precision=float(precision), recall=float(recall), f1=float(f1),
+               model=bytes(booster.save_raw("json")), mean_abs_shap=mean_abs.tolist(),
+               direction=[_direction(x[:, j], values[:, j], y) for j in range(len(features))])
+    return pd.DataFrame([row])
+
+
+def _direction(feature: np.ndarray, contribution: np.ndarray, members: np.ndarray) -> str:
+    known = ~np.isnan(feature)
+    if known.sum() > 2 and np.ptp(feature[known]) > 0 and np.ptp(contribution[known]) > 0:
+        rho = pd.Series(feature[known]).corr(pd.Series(contribution[known]), method="spearman")
+        if np.isfinite(rho) and rho != 0:
+            return "higher" if rho > 0 else "lower"
+    inside, rest = feature[known & (members == 1)], feature[known & (members == 0)]
+    if len(inside) and len(rest):
+        return "higher" if np.median(inside) >= np.median(rest) else "lower"
+    return "higher"
+
+
+def explain_targets(crossed: DataFrame, features: list[str], settings: ExplainConfig) -> pd.DataFrame:
+    """Spark wrapper: ``groupBy(kind, target).applyInPandas(explain_target)``; one small row per target."""
+    body = functools.partial(explain_target, features=features, trees=settings.trees,
+                             max_depth=settings.max_depth,
+                             holdout_fraction=settings.holdout_fraction, seed=settings.seed)
+    columns = crossed.select("kind", "target", "entity_id", "is_target", "weight", *features)
+    return columns.groupBy("kind", "target").applyInPandas(body, TARGET_SCHEMA).toPandas()
+
+
+# ---------------------------------------------------------------- tables and words (driver, small)
+
+
+def explanation_rows(targets: pd.DataFrame, sizes: pd.DataFrame) -> pd.DataFrame:
+    """Long table: one row per (kind, target, feature) with its rank, metrics, size and share."""
+    long = targets.dropna(subset=["model"]).explode(["features", "mean_abs_shap", "direction"])
+    long = long.rename(columns={"features": "feature"}).astype({"mean_abs_shap": "float64"})
+    long["rank"] = (long.groupby(["kind", "target"])["mean_abs_shap"]
+                    .rank(method="first", ascending=False).astype("int32"))
+    long = long.merge(sizes, on=["kind", "target"])
+    columns = ["kind", "target", "feature", "mean_abs_shap", "direction", "rank",
+               "precision", "recall", "f1", "size", "share"]
+    return long[columns].sort_values(["kind", "target", "rank"]).reset_index(drop=True)
+
+
+def human(value: float) -> str:
+    """871234 → '871k', 1.2e6 → '1.2M', 0.00813 → '0.0081'."""
+    if not np.isfinite(value):
+        return "n/a"
+    size = abs(value)
+    for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if size >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return f"{value:.3g}" if size >= 0.001 or value == 0 else f"{value:.2e}"
+
+
+def word(median: float, overall: float) -> tuple[str, str]:
+    """The word for a target median against the overall median, and the comparison in brackets."""
+    if overall > 0 and median >= 0:
+        ratio = median / overall
+        label = next((w for limit, w in WORDS if ratio >= limit), "very low")
+        times = f"{ratio:.0f}×" if ratio >= 10 else f"{ratio:.2g}×"
+        return label, f"median {human(median)}, {times} the overall {human(overall)}"
+    label = "typical" if median == overall else ("high" if median > overall else "low")
+    return label, f"median {human(median)} vs {human(overall)} overall"
+
+
+def describe(ranked: pd.DataFrame, medians: pd.DataFrame, overall: dict[str, dict[str, float]],
+             top_features: int, noun: str) -> pd.DataFrame:
+    """One sentence per target from its ``top_features`` best-ranked features.
+
+    Parameters
+    ----------
+    ranked : DataFrame
+        :func:`explanation_rows` output.
+    medians : DataFrame
+        ``kind``, ``target``, ``feature``, ``median`` (population medians per target).
+    overall : dict
+        feature → overall median (over every entity with a cluster or a segment).
+    top_features : int
+    noun : str
+        What an entity is called ("accounts").
+
+    Returns
+    -------
+    DataFrame
+        ``kind, target, size, share, description``.
+    """
+    merged = ranked.merge(medians, on=["kind", "target", "feature"], how="left")
+    lines = []
+    for (kind, target), rows in merged.groupby(["kind", "target"], sort=True):
+        # a feature with under a tenth of the best one's mean |SHAP| barely moves the model: leave it out
+        strong = rows["mean_abs_shap"] >= max(0.1 * rows["mean_abs_shap"].max(), 1e-12)
+        top = rows[(rows["rank"] <= top_features) & strong].sort_values("rank")
+        parts = []
+        for item in top.itertuples():
+            label, detail = word(float(item.median), float(overall[item.feature]))
+            parts.append(f"{label} {item.feature} ({detail})")
+        first = rows.iloc[0]
+        what = "; ".join(parts) if parts else "no feature sets it apart"
+        lines.append({"kind": kind, "target": int(target), "size": int(first["size"]),
+                      "share": float(first["share"]),
+                      "description": f"{kind.capitalize()} {target} — {first['share']:.1%} of {noun}: {what}"})
+    return pd.DataFrame(lines, columns=["kind", "target", "size", "share", "description"])
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def _run_labels(spark: SparkSession, tables: Tables, run_id: str) -> tuple[DataFrame | None, list[str]]:
+    """``entity_id`` with ``cluster`` and/or ``segment`` of this run, and which kinds exist."""
+    labels, kinds = None, []
+    for kind, table in (("cluster", "clusters"), ("segment", "segments")):
+        path = tables.gold(table)
+        if not delta_exists(spark, path):
+            continue
+        rows = (spark.read.format("delta").load(path).where(f"run_id = {sql_string(run_id)}")
+                .select(F.col("entity_id").cast("string"), F.col(kind).cast("int")))
+        if not rows.limit(1).count():
+            continue
+        kinds.append(kind)
+        labels = rows if labels is None else labels.join(rows, "entity_id", "full")
+    return labels, kinds
+
+
+def _frame(spark: SparkSession, rows: pd.DataFrame, run_id: str, schema: str) -> DataFrame:
+    """A small driver-side table as a Spark DataFrame with its columns in schema order."""
+    names = [part.strip().split(" ")[0] for part in schema.split(",")]
+    return spark.createDataFrame(rows.assign(run_id=run_id)[names], schema)
+
+
+def profile(population: DataFrame, features: list[str]) -> pd.DataFrame:
+    """Size and median of every feature per cluster, per segment and overall, in one pass.
+
+    Returns
+    -------
+    DataFrame
+        ``kind`` ("cluster", "segment" or "overall"), ``target`` (NaN for overall), ``size`` and
+        one column per feature (approximate medians, ``percentile_approx`` with accuracy 10,000).
+    """
+    stats = [F.percentile_approx(F.col(f), 0.5, 10_000).alias(f) for f in features]
+    rows = (population.groupingSets([["cluster"], ["segment"], []], "cluster", "segment")
+            .agg(F.grouping_id().alias("_set"), F.count("*").alias("size"), *stats).toPandas())
+    kind = rows["_set"].map({1: "cluster", 2: "segment", 3: "overall"})
+    target = np.where(kind == "cluster", rows["cluster"], rows["segment"])
+    rows = rows.assign(kind=kind, target=target)
+    rows = rows[(rows["kind"] == "overall") | rows["target"].notna()]
+    return rows[["kind", "target", "size", *features]].reset_index(drop=True)
+
+
+def explain(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResult:
+    """Explain every cluster and segment of a run with one-vs-rest XGBoost + SHAP.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    config : SeglakeConfig
+        Uses ``explain`` and the table layout.
+    run_id : str
+        Reads this run's ``gold/clusters`` and ``gold/segments``; replaces its rows in
+        ``gold/explanations`` and ``gold/descriptions``.
+
+    Returns
+    -------
+    StageResult
+        ``details``: ``targets`` (metrics per target), ``skipped``, ``descriptions``.
+    """
+    settings, tables = config.explain, Tables.of(config)
+    entities = read_delta(spark, tables.entities, "features")
+    features = feature_columns(entities)
+    labels, kinds = _run_labels(spark, tables, run_id)
+    if labels is None:
+        raise SeglakeError(f"no clusters or segments for run {run_id} under {tables.root}/gold: "
+                           f"run the density or segment stage first")
+    population = entities.select(F.col("entity_id").cast("string"),
+                                 *[F.col(f).cast("double") for f in features]).join(labels, "entity_id")
+    for kind in ("cluster", "segment"):
+        if kind not in kinds:
+            population = population.withColumn(kind, F.lit(None).cast("int"))
+    profiles = profile(population, features)
+    sizes = profiles.loc[profiles["kind"] != "overall", ["kind", "target", "size"]].astype(
+        {"target": "int64", "size": "int64"})
+    sizes["share"] = sizes["size"] / sizes.groupby("kind")["size"].transform("sum")
+    chosen = sizes[(sizes["size"] >= settings.min_cluster_size)
+                   & ~((sizes["kind"] == "cluster") & (sizes["target"] == NOISE))]
+    skipped = [f"{r.kind} {r.target} ({r.size} < {settings.min_cluster_size})"
+               for r in sizes.itertuples() if r.size < settings.min_cluster_size and r.target != NOISE]
+    if chosen.empty:
+        raise SeglakeError(f"run {run_id}: no cluster or segment has explain.min_cluster_size "
+                           f"({settings.min_cluster_size}) entities; skipped {', '.join(skipped)}")
+
+    stratum = "cluster" if "cluster" in kinds else "segment"
+    strata = sizes[sizes["kind"] == stratum].set_index("target")["size"].to_dict()
+    unlabelled = int(profiles.loc[profiles["kind"] == "overall", "size"].iloc[0]) - sum(strata.values())
+    if unlabelled:  # entities with a segment but no cluster form a stratum of their own
+        strata[-2] = unlabelled
+    sample, _ = stratified_sample(population.withColumn("_stratum", F.coalesce(stratum, F.lit(-2))),
+                                  "_stratum", settings.sample_size, settings.seed, strata)
+    target_ids = spark.createDataFrame(chosen[["kind", "target"]].astype({"target": "int32"}))
+    crossed = (sample.crossJoin(F.broadcast(target_ids))
+               .withColumn("_label", F.when(F.col("kind") == "cluster", F.col("cluster"))
+                           .otherwise(F.col("segment")))
+               .where(F.col("_label").isNotNull())
+               .withColumn("is_target", F.col("_label") == F.col("target")))
+    targets = explain_targets(crossed, features, settings)
+    failed = targets[targets["model"].isna()]
+    skipped += [f"{r.kind} {r.target} (only {r.positives} in the sample)" for r in failed.itertuples()]
+    targets = targets.dropna(subset=["model"])
+
+    ranked = explanation_rows(targets, sizes)
+    medians = (profiles[profiles["kind"] != "overall"].drop(columns="size").astype({"target": "int64"})
+               .melt(id_vars=["kind", "target"], var_name="feature", value_name="median"))
+    overall = profiles.loc[profiles["kind"] == "overall", features].iloc[0].astype("float64").to_dict()
+    descriptions = describe(ranked, medians, overall, settings.top_features, settings.noun)
+    files = {f"explain/{r.kind}-{r.target}.json": bytes(r.model) for r in targets.itertuples()}
+    manifest = save_with_manifest(spark, tables.models(run_id), files, MANIFEST,
+                                  {"features": features, "settings": settings.model_dump()})
+    write_run(_frame(spark, ranked, run_id, EXPLANATIONS_SCHEMA), tables.gold("explanations"), run_id)
+    write_run(_frame(spark, descriptions, run_id, DESCRIPTIONS_SCHEMA), tables.gold("descriptions"), run_id)
+    for line in descriptions["description"]:
+        print(line)
+
+    explained = targets.groupby("kind").size().to_dict()
+    message = ", ".join(f"explained {n} {k}(s)" for k, n in explained.items())
+    if skipped:
+        message += f"; skipped {', '.join(skipped)}"
+    metrics = targets[["kind", "target", "precision", "recall", "f1", "positives"]]
+    population_rows = int(profiles.loc[profiles["kind"] == "overall", "size"].iloc[0])
+    return StageResult("explain", population_rows, len(targets),
+                       details={"targets": metrics.to_dict("records"), "skipped": skipped,
+                                "descriptions": descriptions["description"].tolist(),
+                                "model_files": manifest["files"]},
+                       message=message)

@@ -1,0 +1,445 @@
+"""Build ``silver/entities``: one row per entity, from events or from a ready entity table.
+
+The table is ``entity_id`` (string) + one double column per feature + string categorical columns,
+overwritten whole on every run (silver is the current state; the run id goes into the Delta
+commit's ``userMetadata``).
+
+*From events*, features are declarative per-entity aggregations (``features.definitions``).
+Exact distinct counts are what makes this slow in Spark: ``countDistinct`` over several columns
+expands every event once per distinct column *and* once for the other aggregates, then shuffles
+that expansion twice. Here the events are shuffled once by entity, before any expansion; every
+(entity, column, value) triple is then deduplicated and counted inside that partitioning without
+another exchange. The plain aggregates keep Spark's usual map-side partial aggregation, and the
+join of the two needs no exchange (``bench/bench_features.py`` measures the alternatives).
+
+*From a table* (``entities``), rows keep their values: features are cast to double (a value that
+does not parse becomes null and is counted), categoricals to string; rows with no id, a duplicate
+id or a malformed line are dropped from ``silver/entities`` and written to ``silver/rejected`` with
+the reason, so input rows always equal entities plus rejected rows.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+import time
+from functools import reduce
+
+from delta.tables import DeltaTable
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from seglake.config import (
+    IDENTIFIER, EntitiesSource, FeatureDef, FeaturesConfig, SeglakeConfig, require_columns,
+)
+from seglake.errors import SeglakeError
+from seglake.stages import StageResult
+from seglake.tables import Tables, delta_exists, read_delta
+
+ENTITY_ID = "entity_id"
+SECONDS_PER_DAY = 86_400
+PLAIN_AGGS = {"count", "sum", "mean", "min", "max"}
+DISTINCT_AGGS = {"count_distinct", "active_days"}
+CORRUPT = "_corrupt_record"
+# Characters Delta refuses in column names unless the table uses column mapping.
+DELTA_RESERVED = re.compile(r"[ ,;{}()\n\t=]")
+COLUMN_MAPPING = {"delta.columnMapping.mode": "name", "delta.minReaderVersion": "2",
+                  "delta.minWriterVersion": "5"}
+_NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
+_TIME = (T.TimestampType, T.TimestampNTZType, T.DateType)
+
+
+def _col(name: str) -> Column:
+    """A column by its exact name: backticks stop Spark from reading dots or ``#`` as syntax."""
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
+# --- from events -------------------------------------------------------------------------------
+
+def _check_columns(events: DataFrame, features: FeaturesConfig) -> dict[str, T.DataType]:
+    """Every configured column exists with a type its aggregation can use; else one-line errors."""
+    if not features.definitions:
+        raise SeglakeError("features.definitions: no features defined for the events source")
+    types = {f.name: f.dataType for f in events.schema.fields}
+    where = "bronze/events"
+    require_columns(events.columns, [features.entity], "features.entity", where)
+    for name, spec in features.definitions.items():
+        if spec.column is None:
+            continue
+        key = f"features.definitions.{name}.column"
+        require_columns(events.columns, [spec.column], key, where)
+        kind = types[spec.column]
+        numeric = isinstance(kind, (*_NUMERIC, T.BooleanType))
+        if spec.agg in {"sum", "mean", "min", "max"} and not numeric:
+            raise SeglakeError(f"{key}: agg '{spec.agg}' needs a numeric column; "
+                               f"'{spec.column}' is {kind.simpleString()}")
+        if spec.agg == "active_days" and not isinstance(kind, (*_NUMERIC, *_TIME)):
+            raise SeglakeError(f"{key}: agg 'active_days' needs unix seconds or a timestamp; "
+                               f"'{spec.column}' is {kind.simpleString()}")
+    return types
+
+
+def _plain_agg(spec: FeatureDef, kind: T.DataType | None) -> Column:
+    if spec.agg == "count":  # rows per entity, or non-null values when a column is named
+        return F.count(_col(spec.column)) if spec.column else F.count(F.lit(1))
+    value = _col(spec.column)
+    if isinstance(kind, T.BooleanType):
+        value = value.cast("long")
+    return {"sum": F.sum, "mean": F.avg, "min": F.min, "max": F.max}[spec.agg](value)
+
+
+def _distinct_value(spec: FeatureDef, kind: T.DataType) -> Column:
+    """What is counted distinctly: the column itself, or its calendar day (UTC for unix seconds)."""
+    value = _col(spec.column)
+    if spec.agg == "active_days":
+        return F.to_date(value) if isinstance(kind, _TIME) else F.floor(value / SECONDS_PER_DAY)
+    return value
+
+
+def _exact_distinct_counts(events: DataFrame, entity: str, values: dict[str, Column]) -> DataFrame:
+    """Exact distinct counts of several value expressions per entity, within ``events``' partitioning.
+
+    Each event becomes one (slot, value) row per counted expression (``inline``); values of
+    different types go to different typed fields of the struct, so nothing is cast and the counts
+    stay exact for any type. ``distinct`` on (entity, slot, value) then a conditional count per slot
+    are both grouped by keys that include the entity, so when ``events`` is already partitioned by
+    entity Spark adds no exchange at all.
+    """
+    kind_of = {alias: events.select(value).schema.fields[0].dataType.simpleString()
+               for alias, value in values.items()}
+    kinds = sorted(set(kind_of.values()))
+    rows = []
+    for slot, (alias, value) in enumerate(values.items()):
+        fields = [(value if k == kind_of[alias] else F.lit(None).cast(k)).alias(f"_v{i}")
+                  for i, k in enumerate(kinds)]
+        rows.append(F.struct(F.lit(slot).alias("_slot"), *fields))
+    pairs = (
+        events.select(_col(entity), F.inline(F.array(*rows)))
+        .where(reduce(operator.or_, [F.col(f"_v{i}").isNotNull() for i in range(len(kinds))]))
+        .distinct()
+    )
+    counts = [F.count(F.when(F.col("_slot") == slot, 1)).alias(alias)
+              for slot, alias in enumerate(values)]
+    return pairs.groupBy(_col(entity)).agg(*counts)
+
+
+def _ratio_columns(definitions: dict[str, FeatureDef], values: dict[str, Column]) -> None:
+    """Add every ratio to ``values`` once both operands are there (ratios may use ratios)."""
+    pending = [name for name, spec in definitions.items() if spec.agg == "ratio"]
+    while pending:
+        ready = [n for n in pending
+                 if definitions[n].numerator in values and definitions[n].denominator in values]
+        if not ready:
+            raise SeglakeError(f"features.definitions: ratios {', '.join(pending)} "
+                               "refer to each other in a cycle")
+        for name in ready:
+            spec = definitions[name]
+            # try_divide: a zero denominator gives null instead of failing the job (ANSI mode)
+            values[name] = F.try_divide(values[spec.numerator].cast("double"), values[spec.denominator])
+            pending.remove(name)
+
+
+def aggregate_features(events: DataFrame, features: FeaturesConfig) -> DataFrame:
+    """Aggregate events into one row per entity with the configured features.
+
+    Parameters
+    ----------
+    events : DataFrame
+        One row per event; must hold ``features.entity`` and every configured column.
+    features : FeaturesConfig
+        ``entity`` and ``definitions``. Aggregations: ``count`` (rows, or non-null values of a
+        named column), ``sum``, ``mean``, ``min``, ``max``, ``count_distinct`` (non-null values),
+        ``active_days`` (distinct UTC calendar days of unix seconds, or days of a timestamp) and
+        ``ratio`` (``numerator / denominator``, two other features; null when the denominator is
+        0 or null, since no value is honest there and the prepare stage imputes nulls).
+        ``approximate_distinct: true`` counts with HyperLogLog++ sketches (``approximate_rsd``).
+
+    Returns
+    -------
+    DataFrame
+        ``entity_id`` (string) then one double column per feature, in definition order. Events
+        whose entity is null belong to no entity and are left out. A distinct count over only
+        nulls is 0; a sum/mean/min/max over only nulls is null.
+
+    Raises
+    ------
+    SeglakeError
+        A configured column is missing or has a type its aggregation cannot use, or ratios
+        form a cycle.
+    """
+    types = _check_columns(events, features)
+    definitions = features.definitions
+    entity = features.entity
+    # Internal names keep feature names from ever colliding with the entity or event columns.
+    internal = {name: f"_f{i}" for i, name in enumerate(definitions)}
+    events = events.where(_col(entity).isNotNull())
+    plain = [_plain_agg(spec, types.get(spec.column)).alias(internal[name])
+             for name, spec in definitions.items() if spec.agg in PLAIN_AGGS]
+    distinct = {internal[name]: _distinct_value(spec, types[spec.column])
+                for name, spec in definitions.items() if spec.agg in DISTINCT_AGGS}
+    exact = bool(distinct) and not features.approximate_distinct
+    if not exact:
+        plain += [F.approx_count_distinct(value, features.approximate_rsd).alias(alias)
+                  for alias, value in distinct.items()]
+    # The row count keeps every entity present even when it has no plain aggregate.
+    per_entity = events.groupBy(_col(entity)).agg(F.count(F.lit(1)).alias("_rows"), *plain)
+    if exact:
+        counted = _exact_distinct_counts(events.repartition(_col(entity)), entity, distinct)
+        # Both sides are hash-partitioned by entity the same way: the join adds no exchange.
+        per_entity = per_entity.join(counted, on=entity, how="left").fillna(0, subset=list(distinct))
+    values: dict[str, Column] = {name: F.col(internal[name]) for name, spec in definitions.items()
+                                 if spec.agg != "ratio"}
+    _ratio_columns(definitions, values)
+    return per_entity.select(
+        _col(entity).cast("string").alias(ENTITY_ID),
+        *[values[name].cast("double").alias(name) for name in definitions],
+    )
+
+
+def _from_events(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResult:
+    tables = Tables.of(config)
+    events = read_delta(spark, tables.events, "ingest")
+    entities = aggregate_features(events, config.features)
+    _overwrite(entities, tables.entities, run_id)
+    counts = events.agg(F.count(F.lit(1)).alias("rows"),
+                        F.count(_col(config.features.entity)).alias("named")).first()
+    rows_in, no_entity = counts.rows, counts.rows - counts.named
+    rows_out = spark.read.format("delta").load(tables.entities).count()
+    method = "approximate (HLL++)" if config.features.approximate_distinct else "exact"
+    message = (f"{len(config.features.definitions)} features for {rows_out:,} entities "
+               f"({method} distinct counts)")
+    if no_entity:
+        message += f"; {no_entity:,} events without {config.features.entity} belong to no entity"
+    details = {"features": list(config.features.definitions), "events_without_entity": no_entity}
+    return StageResult("features", rows_in, rows_out, details=details, message=message)
+
+
+# --- from an entity table ----------------------------------------------------------------------
+
+def read_entity_table(spark: SparkSession, source: EntitiesSource) -> DataFrame:
+    """Read the configured table; CSV values stay text (typed later) with malformed lines kept.
+
+    CSV defaults: a header line, quoted fields that may span lines (``multiLine``), ``"`` escaping
+    ``"``; ``entities.options`` override them. A CSV line that does not fit the header's columns
+    lands in ``_corrupt_record``.
+    """
+    try:
+        if source.format == "csv":
+            options = {"header": "true", "multiLine": "true", "escape": '"', **source.options}
+            names = spark.read.options(**options).csv(source.path).columns
+            schema = T.StructType([T.StructField(n, T.StringType()) for n in names]
+                                  + [T.StructField(CORRUPT, T.StringType())])
+            return (spark.read.schema(schema).options(**options).option("mode", "PERMISSIVE")
+                    .option("columnNameOfCorruptRecord", CORRUPT).csv(source.path))
+        if source.format == "parquet":
+            return spark.read.options(**source.options).parquet(source.path)
+        return spark.read.options(**source.options).format("delta").load(source.path)
+    except Exception as err:  # Spark reader errors are Java stack traces: keep the first line
+        text = str(err).strip().splitlines()
+        raise SeglakeError(f"entities.path: could not read {source.path} as {source.format}: "
+                           f"{text[0][:400] if text else type(err).__name__}") from err
+
+
+def infer_features(table: DataFrame, source: EntitiesSource) -> tuple[list[str], list[str]]:
+    """The numeric columns of a table when ``entities.features`` is empty.
+
+    A column qualifies if it is numeric, or text of which at least half the non-null values parse
+    as numbers (one pass over the table): a numeric column with a few bad cells stays a feature,
+    its bad cells become nulls and are counted. The id, categorical columns and names that are not
+    plain identifiers never qualify.
+
+    Returns
+    -------
+    (features, skipped) : tuple of list of str
+        Chosen columns and the other non-id, non-categorical columns, both in table order.
+    """
+    features, texts, skipped = [], [], []
+    for field in table.schema.fields:
+        name = field.name
+        if name in (source.id, CORRUPT) or name in source.categorical:
+            continue
+        if not IDENTIFIER.match(name):
+            skipped.append(name)
+        elif isinstance(field.dataType, _NUMERIC):
+            features.append(name)
+        elif isinstance(field.dataType, T.StringType):
+            texts.append(name)
+        else:
+            skipped.append(name)
+    if texts:
+        checks = table.agg(*[
+            F.struct(F.count(_col(n)).alias("present"),
+                     F.count(_col(n).try_cast("double")).alias("parsed")).alias(n) for n in texts
+        ]).first()
+        numeric_text = {n for n in texts
+                        if 0 < checks[n].parsed and 2 * checks[n].parsed >= checks[n].present}
+        features += list(numeric_text)
+        skipped += [n for n in texts if n not in numeric_text]
+    order = {n: i for i, n in enumerate(table.columns)}
+    return sorted(features, key=order.get), sorted(skipped, key=order.get)
+
+
+def _as_category(name: str, kind: T.DataType) -> Column:
+    text = F.trim(_col(name).cast("string"))
+    if isinstance(kind, T.BooleanType):
+        return text
+    # TRUE/False/true from spreadsheets mean the same thing as a boolean column's "true"/"false".
+    lowered = F.lower(text)
+    return F.when(lowered.isin("true", "false"), lowered).otherwise(text)
+
+
+def prepare_entities(table: DataFrame, source: EntitiesSource, features: list[str]) -> DataFrame:
+    """Type an entity table and mark the rows that cannot be entities.
+
+    Parameters
+    ----------
+    table : DataFrame
+        As read by :func:`read_entity_table`.
+    source : EntitiesSource
+        ``id`` and ``categorical`` columns.
+    features : list of str
+        Feature columns (checked to exist).
+
+    Returns
+    -------
+    DataFrame
+        ``entity_id``, each feature as double (null when the value does not parse or is NaN or
+        infinite), each categorical as string, ``_reason`` (null for a kept row, else
+        ``malformed_line``, ``null_id`` or ``duplicate_id``; the first row of an id, in input
+        order, is kept), ``_raw`` (the input row as JSON) and ``_bad_<i>`` (feature ``i`` did not
+        parse).
+    """
+    require_columns(table.columns, [source.id], "entities.id", source.path)
+    require_columns(table.columns, features, "entities.features", source.path)
+    require_columns(table.columns, source.categorical, "entities.categorical", source.path)
+    both = sorted(set(features) & set(source.categorical))
+    if both:
+        raise SeglakeError(f"entities.categorical: {', '.join(both)} also listed in entities.features")
+    if ENTITY_ID in (*features, *source.categorical):
+        raise SeglakeError(f"entities: a feature or categorical column may not be named '{ENTITY_ID}'")
+    types = {f.name: f.dataType for f in table.schema.fields}
+    originals = [n for n in table.columns if n != CORRUPT]
+    corrupt = _col(CORRUPT) if CORRUPT in table.columns else F.lit(None).cast("string")
+    entity = F.nullif(F.trim(_col(source.id).cast("string")), F.lit(""))
+    columns, flags = [], []
+    for i, name in enumerate(features):
+        parsed = _col(name).try_cast("double")
+        usable = parsed.isNotNull() & ~F.isnan(parsed) & (F.abs(parsed) != float("inf"))
+        columns.append(F.when(usable, parsed).alias(name))
+        flags.append((_col(name).isNotNull() & ~usable).alias(f"_bad_{i}"))
+    columns += [_as_category(n, types[n]).alias(n) for n in source.categorical]
+    raw = F.coalesce(corrupt, F.to_json(F.struct(*[_col(n) for n in originals])))
+    typed = table.select(
+        entity.alias(ENTITY_ID), *columns, *flags, raw.alias("_raw"),
+        corrupt.isNotNull().alias("_malformed"), F.monotonically_increasing_id().alias("_row"),
+    )
+    copy_number = F.row_number().over(Window.partitionBy(ENTITY_ID, "_malformed").orderBy("_row"))
+    reason = (F.when(F.col("_malformed"), F.lit("malformed_line"))
+              .when(F.col(ENTITY_ID).isNull(), F.lit("null_id"))
+              .when(copy_number > 1, F.lit("duplicate_id")))
+    return typed.withColumn("_reason", reason).drop("_malformed", "_row")
+
+
+def _listing(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {count:,}" for name, count in counts.items())
+
+
+def _from_table(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResult:
+    source = config.entities
+    if config.features.definitions:
+        raise SeglakeError("features.definitions: aggregations apply to an 'events' source; "
+                           "list a table's columns in entities.features")
+    tables = Tables.of(config)
+    table = read_entity_table(spark, source)
+    inferred = not source.features
+    features, skipped = infer_features(table, source) if inferred else (source.features, [])
+    if not features:
+        raise SeglakeError(f"entities.features: no numeric column found in {source.path} "
+                           f"(it has: {', '.join(table.columns)})")
+    classified = prepare_entities(table, source, features).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        # One pass: rows per reason, and unparseable cells per feature (kept rows: reason null).
+        by_reason = classified.groupBy("_reason").agg(
+            F.count(F.lit(1)).alias("_rows"),
+            *[F.sum(F.col(f"_bad_{i}").cast("long")).alias(f"_bad_{i}") for i in range(len(features))],
+        ).collect()
+        kept = classified.where(F.col("_reason").isNull())
+        _overwrite(kept.select(ENTITY_ID, *[_col(n) for n in (*features, *source.categorical)]),
+                   tables.entities, run_id)
+        rejected = classified.where(F.col("_reason").isNotNull()).select(
+            F.col(ENTITY_ID), F.col("_reason").alias("reason"), F.col("_raw").alias("raw"),
+            F.lit(run_id).alias("run_id"))
+        _overwrite(rejected, rejected_path(tables), run_id)
+    finally:
+        classified.unpersist()
+    rows_in = sum(r._rows for r in by_reason)
+    rows_out = spark.read.format("delta").load(tables.entities).count()
+    rejected_rows = spark.read.format("delta").load(rejected_path(tables)).count()
+    dropped = {r._reason: r._rows for r in sorted(by_reason, key=lambda r: r._reason or "") if r._reason}
+    kept_row = next((r for r in by_reason if r._reason is None), None)
+    unparseable = {n: kept_row[f"_bad_{i}"] for i, n in enumerate(features)
+                   if kept_row and kept_row[f"_bad_{i}"]}
+    if rows_in != rows_out + rejected_rows:
+        raise SeglakeError(f"features of {source.path} do not reconcile: {rows_in:,} rows in, "
+                           f"{rows_out:,} entities + {rejected_rows:,} rejected")
+    message = (f"{len(features)} features{' (inferred)' if inferred else ''}, "
+               f"{len(source.categorical)} categorical; {rows_in:,} rows = {rows_out:,} entities + "
+               f"{rejected_rows:,} rejected" + (f" ({_listing(dropped)})" if dropped else "")
+               + (f"; unparseable values set to null: {_listing(unparseable)}" if unparseable else "")
+               + (f"; not numeric, left out: {', '.join(skipped)}" if skipped else ""))
+    details = {"features": features, "categorical": list(source.categorical), "rejected": dropped,
+               "unparseable": unparseable, "skipped_columns": skipped}
+    return StageResult("features", rows_in, rows_out, details=details, message=message)
+
+
+# --- stage -------------------------------------------------------------------------------------
+
+def rejected_path(tables: Tables) -> str:
+    """``silver/rejected``: entity-table rows left out of ``silver/entities``, with the reason."""
+    return tables.path("silver", "rejected")
+
+
+def _overwrite(frame: DataFrame, path: str, run_id: str) -> None:
+    # Whole-table overwrite in one atomic commit; the schema follows the config, which may change.
+    writer = (frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+              .option("userMetadata", f"seglake run_id={run_id}"))
+    if any(DELTA_RESERVED.search(name) for name in frame.columns):
+        # Delta stores names such as the seed's "Creative_activity_(daily)" only with column
+        # mapping; the options set it on a new table, an existing one is upgraded in place first.
+        spark = frame.sparkSession
+        existing = delta_exists(spark, path) and DeltaTable.forPath(spark, path).detail().first()
+        if existing and "delta.columnMapping.mode" not in existing.properties:
+            spark.sql(f"ALTER TABLE delta.`{path.replace('`', '``')}` SET TBLPROPERTIES ("
+                      + ", ".join(f"'{k}' = '{v}'" for k, v in COLUMN_MAPPING.items()) + ")")
+        writer = writer.options(**COLUMN_MAPPING)
+    writer.save(path)
+
+
+def build_entities(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResult:
+    """The ``features`` stage: write ``silver/entities`` from the config's source.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    config : SeglakeConfig
+        ``events`` + ``features`` (aggregate ``bronze/events``), or ``entities`` (a ready table).
+    run_id : str
+        Recorded in the Delta commit's ``userMetadata``; silver holds no run column.
+
+    Returns
+    -------
+    StageResult
+        ``rows_in`` events (or table rows), ``rows_out`` entities; the message gives the feature
+        count and, for tables, the rejected and unparseable counts (also in ``details``).
+
+    Raises
+    ------
+    SeglakeError
+        Missing input, a configured column not in the data, or counts that do not reconcile.
+    """
+    started = time.monotonic()
+    result = (_from_events if config.events is not None else _from_table)(spark, config, run_id)
+    result.seconds = time.monotonic() - started
+    return result

@@ -1,0 +1,357 @@
+"""The k sweep: cluster the prepared entities for every k in a range, measure, and choose k.
+
+Seed 000 ran scikit-learn KMeans for k=2..9 and judged an SSE elbow together with the silhouette
+score. Here the same curves are computed with MLlib on the whole population, and the choice of k is
+automatic and explained in one line (:func:`choose_k`), so a person can read it beside both curves
+and overrule it with ``sweep.k``.
+
+Per k, in ``gold/sweep`` (partitioned by ``run_id``):
+
+- ``wssse``: sum of squared Euclidean distances to the nearest center (MLlib's KMeans cost),
+  computed from the final centers for every algorithm so that all three compare like with like;
+- ``sse``: the seed's "SSE", the *mean Euclidean* distance to the nearest center;
+- ``silhouette``: MLlib ``ClusteringEvaluator`` on every entity (squared Euclidean, its default);
+- ``silhouette_exact``: scikit-learn ``silhouette_score`` (Euclidean, the seed's metric) on a seeded
+  random sample of at most ``sweep.silhouette_sample`` entities, the only data brought to the driver;
+- ``min_cluster_share``, ``cluster_sizes``, ``seconds`` (fit plus measurements);
+- ``chosen`` (true on one row) and ``reason`` (on the chosen row).
+
+:func:`choose_k` weighs the SSE knee with ``silhouette_exact``: it is the seed's metric, on the
+scale people know (squared-Euclidean silhouettes run higher), and a 10,000-row sample pins it to
+about +-0.01.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from delta.tables import DeltaTable
+from kneed import KneeLocator
+from pyspark import StorageLevel
+from pyspark.ml.clustering import BisectingKMeans, GaussianMixture, KMeans
+from pyspark.ml.evaluation import ClusteringEvaluator
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from sklearn.metrics import silhouette_score
+
+from seglake.config import SeglakeConfig
+from seglake.errors import SeglakeError
+from seglake.models import TRANSFORM, record_run, save_model, write_manifest
+from seglake.prepare import (
+    FEATURES,
+    feature_columns,
+    filter_condition,
+    filter_counts,
+    fit_transform_pipeline,
+    vectors,
+)
+from seglake.stages import StageResult
+from seglake.tables import Tables, read_delta, write_run
+
+PREDICTION = "prediction"
+# Below this relative fall of SSE from the first to the last k the curve is flat: any "knee" kneed
+# reports on it is noise (kneed normalises the curve, so it finds knees in pure noise).
+FLAT_SSE = 0.10
+SWEEP_COLUMNS = (
+    "run_id string, k int, algorithm string, wssse double, sse double, silhouette double, "
+    "silhouette_exact double, min_cluster_share double, cluster_sizes array<long>, seconds double, "
+    "chosen boolean, reason string"
+)
+
+
+@dataclass(frozen=True)
+class KMetrics:
+    """Measurements of one k."""
+
+    k: int
+    wssse: float
+    sse: float
+    silhouette: float
+    silhouette_exact: float
+    cluster_sizes: list[int]
+    seconds: float
+
+    @property
+    def min_cluster_share(self) -> float:
+        """Share of entities in the smallest cluster (0 when a cluster came out empty)."""
+        return min(self.cluster_sizes) / sum(self.cluster_sizes)
+
+
+def fit_clustering(data: DataFrame, algorithm: str, k: int, seed: int, max_iter: int):
+    """Fit MLlib KMeans (k-means||), BisectingKMeans or GaussianMixture on the ``features`` column.
+
+    The same data (same rows, same partitions), k and seed give the same model: the segment stage
+    relies on this to refit exactly the model the sweep measured.
+    """
+    if algorithm == "kmeans":
+        estimator = KMeans(k=k, seed=seed, maxIter=max_iter, initMode="k-means||")
+    elif algorithm == "bisecting_kmeans":
+        estimator = BisectingKMeans(k=k, seed=seed, maxIter=max_iter)
+    elif algorithm == "gaussian_mixture":
+        estimator = GaussianMixture(k=k, seed=seed, maxIter=max_iter)
+    else:
+        raise SeglakeError(f"sweep.algorithm: unknown algorithm '{algorithm}'")
+    return estimator.setFeaturesCol(FEATURES).setPredictionCol(PREDICTION).fit(data)
+
+
+def cluster_centers(model) -> list[list[float]]:
+    """Centers of a fitted model as plain lists (a Gaussian mixture's centers are its means)."""
+    if hasattr(model, "clusterCenters"):
+        return [[float(v) for v in c] for c in model.clusterCenters()]
+    return [[float(v) for v in g.mean] for g in model.gaussians]
+
+
+def squared_distance(x: Column, center: list[float]) -> Column:
+    """Squared Euclidean distance from array column ``x`` to a constant center, as plain arithmetic.
+
+    Written out term by term (no UDF, no higher-order function) so Spark compiles it with
+    whole-stage codegen.
+    """
+    terms = [(x[i] - F.lit(value)) * (x[i] - F.lit(value)) for i, value in enumerate(center)]
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
+def nearest_squared_distance(x: Column, centers: list[list[float]]) -> Column:
+    """Squared distance to the nearest of ``centers``."""
+    distances = [squared_distance(x, c) for c in centers]
+    return distances[0] if len(distances) == 1 else F.least(*distances)
+
+
+def center_metrics(labelled: DataFrame, centers: list[list[float]]) -> tuple[list[int], float, float]:
+    """Cluster sizes, ``wssse`` and the seed's ``sse`` in one pass over labelled entities.
+
+    Returns
+    -------
+    cluster_sizes : list of int
+        Entities per cluster index ``0..len(centers)-1`` (an empty cluster counts 0).
+    wssse : float
+        Sum of squared distances to the nearest center.
+    sse : float
+        Mean Euclidean distance to the nearest center.
+    """
+    with_array = labelled.select(PREDICTION, vector_to_array(FEATURES).alias("x"))
+    nearest = nearest_squared_distance(F.col("x"), centers)
+    per_cluster = (
+        with_array.select(PREDICTION, nearest.alias("d2"))
+        .groupBy(PREDICTION)
+        .agg(F.count(F.lit(1)).alias("size"), F.sum("d2").alias("d2"), F.sum(F.sqrt("d2")).alias("d"))
+        .collect()  # one row per cluster
+    )
+    sizes = [0] * len(centers)
+    for row in per_cluster:
+        sizes[row[PREDICTION]] = int(row["size"])
+    total = sum(sizes)
+    return sizes, float(sum(r["d2"] for r in per_cluster)), float(sum(r["d"] for r in per_cluster)) / total
+
+
+def silhouette_sample(data: DataFrame, size: int, rows: int, seed: int) -> DataFrame:
+    """A seeded random sample of at most ``size`` of the ``rows`` entities, persisted.
+
+    Persisted so that every k scores the very same entities.
+    """
+    fraction = min(1.0, 1.2 * size / rows)  # a margin, then a hard cap: Bernoulli sampling overshoots
+    sample = data.sample(withReplacement=False, fraction=fraction, seed=seed).limit(size)
+    sample = sample.persist(StorageLevel.MEMORY_AND_DISK)
+    sample.count()
+    return sample
+
+
+def exact_silhouette(points: np.ndarray, labels: np.ndarray) -> float:
+    """scikit-learn's Euclidean silhouette, or NaN when it is undefined (one cluster, or all alone)."""
+    distinct = len(np.unique(labels))
+    if distinct < 2 or distinct >= len(labels):
+        return math.nan
+    return float(silhouette_score(points, labels, metric="euclidean"))
+
+
+def measure_k(
+    data: DataFrame, sample: DataFrame, algorithm: str, k: int, seed: int, max_iter: int
+) -> KMetrics:
+    """Fit one k on the persisted ``data`` and measure it (see the module docstring)."""
+    started = time.monotonic()
+    model = fit_clustering(data, algorithm, k, seed, max_iter)
+    labelled = model.transform(data)
+    sizes, wssse, sse = center_metrics(labelled, cluster_centers(model))
+    silhouette = ClusteringEvaluator(featuresCol=FEATURES, predictionCol=PREDICTION).evaluate(labelled)
+    scored = model.transform(sample).select(vector_to_array(FEATURES).alias("x"), PREDICTION).toPandas()
+    points = np.stack(scored["x"].to_numpy()) if len(scored) else np.empty((0, 0))
+    exact = exact_silhouette(points, scored[PREDICTION].to_numpy())
+    return KMetrics(k, wssse, sse, float(silhouette), exact, sizes, time.monotonic() - started)
+
+
+def sse_knee(ks: list[int], sse: list[float]) -> tuple[int | None, str]:
+    """The knee of the SSE curve by kneed, and a phrase saying why there is none when there is none."""
+    if len(ks) < 3:
+        return None, f"too few k for a knee ({len(ks)})"
+    fall = (sse[0] - sse[-1]) / sse[0] if sse[0] > 0 else 0.0
+    if fall < FLAT_SSE:
+        return None, f"SSE falls only {fall:.0%} from k={ks[0]} to k={ks[-1]}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # kneed warns when it finds no knee; we say so ourselves
+        knee = KneeLocator(ks, sse, curve="convex", direction="decreasing").knee
+    if knee is None:
+        return None, "kneed found none"
+    return int(knee), ""
+
+
+def _score(value: float) -> float:
+    return -math.inf if value is None or math.isnan(value) else value
+
+
+def choose_k(
+    ks: list[int],
+    sse: list[float],
+    silhouette: list[float],
+    pinned: int | None = None,
+    shares: list[float] | None = None,
+    min_share: float = 0.0,
+) -> tuple[int, str]:
+    """Choose k from the SSE curve and the silhouette, and say why in one line.
+
+    The rule:
+
+    1. Find the knee of the SSE curve with kneed (``curve="convex", direction="decreasing"``). It is
+       distrusted when SSE falls less than 10% over the range (kneed finds "knees" in noise).
+    2. Candidates are the knee and its neighbours (knee-1, knee, knee+1) when there is a knee, else
+       every k: the knee says roughly where adding segments stops paying, not exactly where.
+    3. Candidates whose smallest segment holds less than ``min_share`` of the entities are dropped
+       (unless every candidate has one): a segment of a handful of people cannot be acted on.
+    4. The candidate with the best silhouette wins; a tie goes to the smaller k.
+
+    ``pinned`` (``sweep.k``) overrides the rule; the reason still says what the rule would pick.
+
+    Parameters
+    ----------
+    ks : list of int
+        Swept k values, ascending.
+    sse : list of float
+        The seed's SSE (mean distance to the nearest center) per k.
+    silhouette : list of float
+        Silhouette per k (NaN counts as the worst).
+    pinned : int, optional
+        A k fixed by the user.
+    shares : list of float, optional
+        Smallest segment's share of entities per k.
+    min_share : float
+        Smallest acceptable segment share.
+
+    Returns
+    -------
+    k : int
+    reason : str
+        One line, e.g. ``k=4: SSE knee at 4 (kneed), silhouette 0.41 is the best within knee±1
+        (k=3: 0.38, k=5: 0.36)``.
+    """
+    by_k = dict(zip(ks, silhouette))
+    knee, no_knee = sse_knee(ks, sse)
+    if knee is not None:
+        candidates = [k for k in ks if abs(k - knee) <= 1]
+        where = f"SSE knee at {knee} (kneed), silhouette {{s}} is the best within knee±1"
+    else:
+        candidates = list(ks)
+        where = f"no SSE knee ({no_knee}), silhouette {{s}} is the best of k={ks[0]}..{ks[-1]}"
+    notes = []
+    if shares is not None and min_share > 0:
+        share_of = dict(zip(ks, shares))
+        small = [k for k in candidates if share_of[k] < min_share]
+        if small and len(small) < len(candidates):
+            candidates = [k for k in candidates if k not in small]
+            notes.append("skipped " + ", ".join(f"k={k} (smallest segment {share_of[k]:.1%})" for k in small)
+                         + f" below sweep.min_share {min_share:.1%}")
+        elif small:
+            notes.append(f"every candidate has a segment below sweep.min_share {min_share:.1%}")
+    best = max(candidates, key=lambda k: (_score(by_k[k]), -k))
+    others = ", ".join(f"k={k}: {by_k[k]:.2f}" for k in candidates if k != best)
+    reason = f"k={best}: " + where.format(s=f"{by_k[best]:.2f}") + (f" ({others})" if others else "")
+    reason += "".join(f"; {n}" for n in notes)
+    if pinned is None:
+        return best, reason
+    silhouette_pinned = f"{by_k[pinned]:.2f}" if pinned in by_k else "not measured"
+    return pinned, (f"k={pinned}: pinned by sweep.k (silhouette {silhouette_pinned}); "
+                    f"the rule would pick {reason}")
+
+
+def _table(metrics: list[KMetrics], chosen: int) -> str:
+    lines = ["    k        sse  silhouette  silhouette_exact  min_share  seconds"]
+    for m in metrics:
+        mark = " <" if m.k == chosen else ""
+        lines.append(f"  {m.k:>3}  {m.sse:>9.4f}  {m.silhouette:>10.3f}  {m.silhouette_exact:>16.3f}"
+                     f"  {m.min_cluster_share:>9.2%}  {m.seconds:>7.1f}{mark}")
+    return "\n".join(lines)
+
+
+def sweep(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResult:
+    """Filter, fit and save the transform, sweep k, choose k; write ``gold/sweep`` and ``gold/runs``.
+
+    Reads the current version of ``silver/entities`` and records that version in the run's
+    manifest, so the segment stage clusters exactly the same rows even if features are rebuilt.
+
+    Returns
+    -------
+    StageResult
+        ``rows_in`` entities, ``rows_out`` k values written; ``details`` holds ``kept_fraction``,
+        ``entities``, ``kept``, ``chosen_k``, ``reason`` and ``metrics`` (list of :class:`KMetrics`).
+
+    Raises
+    ------
+    SeglakeError
+        No ``silver/entities``, a bad filter or transform key, or fewer kept entities than the k range.
+    """
+    started = time.monotonic()
+    settings = config.sweep
+    tables = Tables.of(config)
+    read_delta(spark, tables.entities, "features")  # fails with the stage to run when absent
+    version = DeltaTable.forPath(spark, tables.entities).history(1).select("version").first()[0]
+    entities = spark.read.format("delta").option("versionAsOf", version).load(tables.entities)
+    features, categorical = feature_columns(entities)
+    total, kept_rows = filter_counts(entities, config.filter)
+    ks = sorted(set(range(settings.k_min, settings.k_max + 1)) | ({settings.k} if settings.k else set()))
+    if kept_rows <= ks[-1]:
+        raise SeglakeError(f"sweep: only {kept_rows:,} entities pass the filter; k up to {ks[-1]} "
+                           f"needs more (lower sweep.k_max or loosen filter)")
+    kept = entities.where(filter_condition(entities, config.filter))
+    transform = fit_transform_pipeline(kept, features, categorical, config.transform)
+    folder = tables.models(run_id)
+    save_model(transform, f"{folder}/{TRANSFORM}")
+
+    data = vectors(transform, kept).persist(StorageLevel.MEMORY_AND_DISK)
+    data.count()
+    sample = silhouette_sample(data, settings.silhouette_sample, kept_rows, settings.seed)
+    try:
+        metrics = [measure_k(data, sample, settings.algorithm, k, settings.seed, settings.max_iter)
+                   for k in ks]
+    finally:
+        sample.unpersist()
+        data.unpersist()
+    chosen, reason = choose_k(
+        ks, [m.sse for m in metrics], [m.silhouette_exact for m in metrics], pinned=settings.k,
+        shares=[m.min_cluster_share for m in metrics], min_share=settings.min_share,
+    )
+    rows = [(run_id, m.k, settings.algorithm, m.wssse, m.sse, m.silhouette, m.silhouette_exact,
+             m.min_cluster_share, m.cluster_sizes, m.seconds, m.k == chosen,
+             reason if m.k == chosen else None) for m in metrics]
+    write_run(spark.createDataFrame(rows, SWEEP_COLUMNS), tables.gold("sweep"), run_id)
+    kept_fraction = kept_rows / total
+    write_manifest(spark, folder, {
+        "run_id": run_id, "use_case": config.name, "config_hash": config.config_hash,
+        "entities_path": tables.entities, "entities_version": int(version),
+        "entities": total, "kept": kept_rows, "kept_fraction": kept_fraction,
+        "filter": config.filter.model_dump(), "transform": config.transform.model_dump(),
+        "features": features, "categorical": categorical, "sweep": settings.model_dump(),
+        "chosen_k": chosen, "reason": reason, "artefacts": {"transform": TRANSFORM},
+    })
+    record_run(spark, config, run_id, "sweep", total, len(metrics), kept_fraction, chosen, reason)
+    message = (f"kept {kept_fraction:.2f} of {total:,} entities ({kept_rows:,}); {reason}\n"
+               + _table(metrics, chosen))
+    details = {"kept_fraction": kept_fraction, "entities": total, "kept": kept_rows,
+               "chosen_k": chosen, "reason": reason, "metrics": metrics, "features": features,
+               "categorical": categorical}
+    return StageResult("sweep", total, len(metrics), time.monotonic() - started, details, message)

@@ -1,0 +1,159 @@
+"""Density stage: UMAP + HDBSCAN on a sample, surrogate assignment, stability, idempotent writes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+
+from conftest import write_config
+from seglake.config import load_config
+from seglake.density import (allocate, clustering_space, cluster_group, density,
+                             worker_numba_cache)
+from seglake.errors import SeglakeError
+from seglake.surrogate import load_booster
+from seglake.tables import Tables
+
+BLOB_SIZES = [700, 500, 400, 350, 250, 200]  # unequal groups, 2,400 entities
+FAST_UMAP = "n_neighbors: 15, n_components: 2, n_epochs: 200"
+
+
+def blob_entities(sizes=BLOB_SIZES, features: int = 8, seed: int = 3) -> pd.DataFrame:
+    """Entities whose signed-log1p features form Gaussian blobs: heavy-tailed in raw units, like
+    follower counts, and exactly the blobs in the clustering space."""
+    points, truth = make_blobs(n_samples=sizes, n_features=features, cluster_std=1.0,
+                               center_box=(-8, 8), random_state=seed)
+    raw = np.sign(points) * np.expm1(np.abs(points))
+    frame = pd.DataFrame(raw, columns=[f"f{i}" for i in range(features)])
+    frame.insert(0, "entity_id", [f"e{i:05d}" for i in range(len(frame))])
+    frame["truth"] = truth
+    return frame
+
+
+def density_config(tmp_path: Path, lakehouse: Path, density: str, explain: str = ""):
+    text = (f"name: t\nlakehouse: {lakehouse}\nentities: {{path: unused.csv, id: entity_id}}\n"
+            f"density: {density}\n" + (f"explain: {explain}\n" if explain else ""))
+    return load_config(write_config(tmp_path, text))
+
+
+def write_entities(spark, config, frame: pd.DataFrame) -> None:
+    """The silver/entities contract: entity_id + double features (truth columns are not features)."""
+    columns = [c for c in frame.columns if c not in ("truth", "segment")]
+    spark.createDataFrame(frame[columns]).write.format("delta").mode("overwrite").save(
+        Tables.of(config).entities)
+
+
+def write_segments(spark, config, frame: pd.DataFrame, run_id: str) -> None:
+    rows = frame[["entity_id", "segment"]].assign(run_id=run_id, distance=0.0)
+    spark.createDataFrame(rows[["run_id", "entity_id", "segment", "distance"]]).write.format(
+        "delta").mode("overwrite").partitionBy("run_id", "segment").save(
+        Tables.of(config).gold("segments"))
+
+
+def read_clusters(spark, config, run_id: str) -> pd.DataFrame:
+    """The run's gold/clusters rows (test data is small, so collecting it is fine here)."""
+    table = spark.read.format("delta").load(Tables.of(config).gold("clusters"))
+    return table.where(f"run_id = '{run_id}'").toPandas().sort_values("entity_id").reset_index(drop=True)
+
+
+def test_allocate_shares_the_budget_equally_and_takes_small_strata_whole():
+    assert allocate({0: 10, 1: 1000, 2: 1000}, 300) == {0: 10, 1: 145, 2: 145}
+    assert allocate({0: 50, 1: 60}, 500) == {0: 50, 1: 60}
+    assert sum(allocate({0: 999, 1: 998, 2: 5}, 1001).values()) == 1001
+
+
+def test_clustering_space_takes_negatives_nulls_and_constants():
+    values = np.array([[-100.0, 1.0, 5.0], [0.0, np.nan, 5.0], [1e6, 3.0, 5.0], [10.0, 2.0, 5.0]])
+    space = clustering_space(values)
+    assert np.isfinite(space).all()
+    assert np.allclose(space.mean(axis=0), 0.0) and np.allclose(space[:, 2], 0.0)
+    assert space[1, 1] == pytest.approx(space[3, 1])  # the null took the median (log1p 2)
+
+
+def test_tiny_group_is_all_noise_without_failing():
+    frame = blob_entities([6], features=3).drop(columns="truth").assign(group=4)
+    out = cluster_group(frame, ["f0", "f1", "f2"], {"n_neighbors": 15, "min_dist": 0.0,
+                        "n_components": 5, "metric": "euclidean", "map_min_dist": 0.1,
+                        "n_epochs": None}, {"min_cluster_size": 5, "min_samples": None},
+                        seed=0, stability_fraction=0.5, offset_by_group=True)
+    assert (out["cluster"] == -1).all() and out["x"].isna().all() and len(out) == 6
+
+
+def test_python_workers_share_the_numba_cache(spark):
+    # every worker compiles UMAP's numba kernels into the same folder, so later ones load them
+    assert worker_numba_cache(spark) == os.environ["NUMBA_CACHE_DIR"]
+
+
+def test_density_matches_umap_hdbscan_and_assigns_everyone(spark, tmp_path, lakehouse):
+    config = density_config(tmp_path, lakehouse, "{sample_size: 1500, seed: 7, umap: {%s}, "
+                            "hdbscan: {min_cluster_size: 40}}" % FAST_UMAP)
+    frame = blob_entities()
+    write_entities(spark, config, frame)
+    result = density(spark, config, "r1")
+    clusters = read_clusters(spark, config, "r1").merge(frame[["entity_id", "truth"]], on="entity_id")
+
+    assert len(clusters) == 2400 and clusters["entity_id"].is_unique
+    sampled = clusters[clusters["in_sample"]]
+    assert len(sampled) == 1500
+    assert clusters.loc[~clusters["in_sample"], ["x", "y"]].isna().all().all()
+    assert sampled[["x", "y"]].notna().all().all()
+    # the same matrix, rows in the same order, straight into umap-learn and hdbscan
+    import hdbscan
+    import umap
+
+    features = [f"f{i}" for i in range(8)]
+    rows = frame.set_index("entity_id").loc[sampled["entity_id"], features].to_numpy()
+    embedding = umap.UMAP(n_neighbors=15, n_components=2, min_dist=0.0, n_epochs=200,
+                          random_state=7).fit_transform(clustering_space(rows))
+    direct = hdbscan.HDBSCAN(min_cluster_size=40).fit(embedding).labels_
+    ours = adjusted_rand_score(sampled["truth"], sampled["cluster"])
+    assert ours == pytest.approx(adjusted_rand_score(sampled["truth"], direct), abs=0.03)
+    assert ours > 0.9
+
+    group = result.details["groups"][0]
+    assert group["fidelity"] >= 0.97 and group["clusters"] == 6
+    assert group["stability_ari"] > 0.8
+    assert adjusted_rand_score(clusters["truth"], clusters["cluster"]) > 0.9  # surrogate rows too
+
+    again = density(spark, config, "r1")  # same seed, same run: same labels, rows replaced
+    assert again.details["groups"][0]["stability_ari"] == group["stability_ari"]
+    rerun = read_clusters(spark, config, "r1")
+    assert len(rerun) == 2400
+    assert (rerun["cluster"].to_numpy() == clusters.sort_values("entity_id")["cluster"].to_numpy()).all()
+    quality = spark.read.format("delta").load(Tables.of(config).gold("cluster_quality"))
+    assert quality.where("run_id = 'r1'").count() == 1
+
+
+def test_grouped_density_keeps_cluster_ids_apart_and_checks_model_files(spark, tmp_path, lakehouse):
+    config = density_config(tmp_path, lakehouse, "{sample_size: 1000, group_by: segment, umap: "
+                            "{n_neighbors: 15, n_components: 3, n_epochs: 100}, "
+                            "hdbscan: {min_cluster_size: 25}, stability_fraction: 0}")
+    frame = blob_entities([300, 250, 200, 200, 150, 100], features=6)
+    frame["segment"] = (frame["truth"] >= 3).astype(int)  # KMeans-like split: blobs 0-2 and 3-5
+    write_entities(spark, config, frame)
+    with pytest.raises(SeglakeError, match="run the segment stage"):
+        density(spark, config, "g1")
+    write_segments(spark, config, frame, "g1")
+
+    result = density(spark, config, "g1")
+    clusters = read_clusters(spark, config, "g1").merge(frame[["entity_id", "segment"]], on="entity_id")
+    assert (clusters["group"] == clusters["segment"]).all()
+    clustered = clusters[clusters["cluster"] != -1]
+    assert (clustered["cluster"] // 1000 == clustered["group"]).all()
+    assert clustered["cluster"].nunique() == 6
+    assert clusters.loc[clusters["in_sample"], ["x", "y"]].notna().all().all()
+    assert sorted(result.details["model_files"]) == ["surrogate-segment-0.json", "surrogate-segment-1.json"]
+
+    folder = Tables.of(config).models("g1")
+    booster = load_booster(spark, folder, "surrogate-segment-1.json", "manifest-density.json")
+    assert json.loads(booster.attr("classes"))[-1] >= 1000
+    with open(f"{folder}/surrogate-segment-1.json", "a") as model_file:
+        model_file.write(" ")
+    with pytest.raises(SeglakeError, match="sha256"):
+        load_booster(spark, folder, "surrogate-segment-1.json", "manifest-density.json")
