@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= data/demo
 DEMO_EVENTS ?= 300000
 
-.PHONY: setup demo test bench clean
+.PHONY: setup browser demo test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +18,28 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 	$(BIN)/seglake setup
 
+LAKEHOUSE := $(CURDIR)/lakehouse
+RUN := SEGLAKE_EVENTS=$(CURDIR)/$(DEMO_DIR)/events SEGLAKE_LAKEHOUSE=$(LAKEHOUSE) $(BIN)/seglake run --run-id demo
+
+# Synthetic logs → every stage for users; the real profiles table; the claims classifier.
 demo: setup
 	$(BIN)/seglake synth --events $(DEMO_EVENTS) --out $(DEMO_DIR) --corrupt-rate 0.01 --seed 7
-	SEGLAKE_EVENTS=$(CURDIR)/$(DEMO_DIR)/events SEGLAKE_LAKEHOUSE=$(CURDIR)/lakehouse \
-		$(BIN)/seglake run --config conf/tiktok_users.yaml --run-id demo
-	@echo "outputs: lakehouse/tiktok_users/ (bronze/events, bronze/quarantine, bronze/ingest_log)"
+	$(RUN) --config conf/tiktok_users.yaml
+	$(RUN) --config conf/tiktok_profiles.yaml
+	$(RUN) --config conf/tiktok_claims.yaml
+	@echo
+	@echo "outputs (Delta tables under $(LAKEHOUSE)/<use case>/):"
+	@echo "  tiktok_users    bronze/{events,quarantine,ingest_log} silver/entities gold/{sweep,runs,segments,profiles,clusters,cluster_quality,explanations,descriptions} models/demo/"
+	@echo "  tiktok_profiles silver/entities gold/... models/demo/"
+	@echo "  tiktok_claims   bronze/quarantine gold/classifier_metrics models/demo/classifier/"
+	@echo "reports: $(LAKEHOUSE)/tiktok_users/reports/demo/index.html  $(LAKEHOUSE)/tiktok_profiles/reports/demo/index.html"
 
-test: setup
+# The report test opens reports in Debian's headless Chromium; install it once if it is missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium >/dev/null) || echo "warning: could not install chromium (needs root and Debian's packages)"
+
+test: setup browser
 	$(BIN)/python -m pytest tests
 
 bench: setup
