@@ -1,7 +1,10 @@
-"""End to end: synthetic users through every stage, the report, and a real browser opening it."""
+"""End to end: synthetic users through every stage (by running the users notebook), the report, and
+a real browser opening it; then the other notebooks, each to its end on small data."""
 
 from __future__ import annotations
 
+import json
+import runpy
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,8 +14,9 @@ import pytest
 from pyspark.sql import functions as F
 from sklearn.metrics import adjusted_rand_score
 
+from conftest import shared_file
 from seglake.config import load_config
-from seglake.pipeline import run_stages
+from seglake.report import report_path
 from seglake.synth import generate
 from seglake.tables import Tables
 
@@ -20,29 +24,39 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 
 
+def run_notebook(name: str, monkeypatch, overrides: list[str], run_id: str = "e2e"):
+    """Execute a Databricks source-format notebook as a script, the way CI runs every notebook."""
+    config = ROOT / "conf" / f"{name}.yaml"
+    monkeypatch.setenv("SEGLAKE_CONFIG", str(config))
+    monkeypatch.setenv("SEGLAKE_RUN_ID", run_id)
+    monkeypatch.setenv("SEGLAKE_OVERRIDES", ";".join(overrides))
+    runpy.run_path(str(ROOT / "notebooks" / f"{name}.py"), run_name="__main__")
+    return load_config(config, overrides)
+
+
 @pytest.fixture(scope="module")
 def users_run(spark, tmp_path_factory):
     folder = tmp_path_factory.mktemp("users")
     generate(folder / "data", 40_000, seed=11, corrupt_rate=0.01)
-    config = load_config(ROOT / "conf" / "tiktok_users.yaml", [
-        f"events.path={folder / 'data' / 'events'}", f"lakehouse={folder / 'lake'}",
-        "density.sample_size=2000", "density.hdbscan.min_cluster_size=15"])
-    results = {r.stage: r for r in run_stages(spark, config, run_id="e2e", echo=lambda _: None)}
-    return config, results, folder
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        config = run_notebook("tiktok_users", monkeypatch, [
+            f"events.path={folder / 'data' / 'events'}", f"lakehouse={folder / 'lake'}",
+            "density.sample_size=2000", "density.hdbscan.min_cluster_size=15"])
+    return config, folder
 
 
 @pytest.mark.slow
-def test_every_stage_ran_and_ingest_reconciled(users_run):
-    config, results, folder = users_run
-    assert list(results) == ["ingest", "features", "sweep", "segment", "density", "explain", "report"]
-    report = results["ingest"].details["reconciliation"]
-    assert report.quarantined_rows == int((folder / "data" / "truth" / "corrupt_rows.txt").read_text())
-    assert report.balanced
+def test_ingest_reconciled_to_the_planted_corruption(spark, users_run):
+    config, folder = users_run
+    log = spark.read.format("delta").load(Tables.of(config).ingest_log).toPandas()
+    assert log["input_rows"].sum() == 40_000
+    assert log["quarantined_rows"].sum() == int((folder / "data" / "truth" / "corrupt_rows.txt").read_text())
+    assert (log["input_rows"] == log["bronze_rows"] + log["quarantined_rows"]).all()
 
 
 @pytest.mark.slow
 def test_segments_recover_the_planted_archetypes(spark, users_run):
-    config, _, folder = users_run
+    config, folder = users_run
     tables = Tables.of(config)
     segments = (spark.read.format("delta").load(tables.gold("segments"))
                 .where(F.col("run_id") == "e2e").select("entity_id", "segment").toPandas())
@@ -56,7 +70,7 @@ def test_segments_recover_the_planted_archetypes(spark, users_run):
 
 @pytest.mark.slow
 def test_gold_tables_hold_one_run_and_explanations(spark, users_run):
-    config, results, _ = users_run
+    config, _ = users_run
     tables = Tables.of(config)
     sweep = spark.read.format("delta").load(tables.gold("sweep")).where(F.col("run_id") == "e2e")
     assert sweep.count() == config.sweep.k_max - config.sweep.k_min + 1
@@ -68,10 +82,37 @@ def test_gold_tables_hold_one_run_and_explanations(spark, users_run):
 
 @pytest.mark.slow
 def test_report_draws_every_chart_in_a_real_browser(users_run):
-    _, results, _ = users_run
-    page = Path(results["report"].details["path"])
-    assert page.exists() and results["report"].details["charts"] >= 5
+    config, _ = users_run
+    page = report_path(config, "e2e")
+    assert page.exists()
     check_in_browser(page, "users")
+
+
+@pytest.mark.slow
+def test_profiles_notebook_and_its_report(spark, tmp_path, monkeypatch):
+    shared_file("tiktok_profiles.csv")
+    config = run_notebook("tiktok_profiles", monkeypatch, [f"lakehouse={tmp_path / 'lake'}"])
+    descriptions = spark.read.format("delta").load(Tables.of(config).gold("descriptions"))
+    assert descriptions.where("kind = 'cluster'").count() >= 2
+    check_in_browser(report_path(config, "e2e"), "profiles")
+
+
+@pytest.mark.slow
+def test_authors_notebook_runs_to_the_end(spark, tmp_path, monkeypatch):
+    generate(tmp_path / "data", 30_000, seed=3)
+    config = run_notebook("tiktok_authors", monkeypatch, [
+        f"events.path={tmp_path / 'data' / 'events'}", f"lakehouse={tmp_path / 'lake'}",
+        "density.sample_size=1000"])
+    assert report_path(config, "e2e").exists()
+
+
+@pytest.mark.slow
+def test_claims_notebook_runs_to_the_end(spark, tmp_path, monkeypatch):
+    shared_file("tiktok_claims.csv")
+    config = run_notebook("tiktok_claims", monkeypatch, [
+        f"lakehouse={tmp_path / 'lake'}", "classifier.models=[logistic_regression]"])
+    metrics = spark.read.format("delta").load(Tables.of(config).gold("classifier_metrics")).toPandas()
+    assert len(metrics) >= 1
 
 
 def check_in_browser(page: Path, name: str) -> None:
@@ -96,8 +137,6 @@ document.body.appendChild(v);},1500));</script>"""
     dom = subprocess.run([browser, *flags, "--dump-dom", probe.as_uri()], capture_output=True,
                          text=True, timeout=180).stdout
     verdict = dom.split('<pre id="verdict">', 1)[1].split("</pre>", 1)[0]
-    import json
-
     result = json.loads(verdict.replace("&quot;", '"'))
     assert result["errors"] == []
     assert result["divs"] >= 5 and result["drawn"] == result["divs"]

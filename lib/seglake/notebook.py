@@ -50,3 +50,12 @@ def show(frame, rows: int = 20) -> None:
         ipython_display(frame)
     else:
         frame.show(rows, truncate=80)
+
+
+def gold(spark: SparkSession, config, table: str, run_id: str):
+    """One run's rows of a gold table (small tables: sweep, profiles, descriptions, ...)."""
+    from pyspark.sql import functions as F
+
+    from seglake.tables import Tables, read_delta
+
+    return read_delta(spark, Tables.of(config).gold(table), table).where(F.col("run_id") == run_id)
