@@ -60,7 +60,8 @@ def test_describe_uses_top_features_with_medians_and_ratios():
     medians = ranked[["kind", "target", "feature"]].assign(median=[871_000.0, 0.008, 5.0])
     overall = {"followers": 21_000.0, "rate": 0.027, "likes": 5.0}
     (line,) = describe(ranked, medians, overall, top_features=4, noun="accounts")["description"]
-    assert line == ("Cluster 3 — 4.1% of accounts: very high followers (median 871k, 41× the overall 21k); "
+    assert line == ("Cluster 3 — 4.1% of accounts: "
+                    "very high followers (median 871k, 41× the overall 21k); "
                     "low rate (median 0.008, 0.3× the overall 0.027)")  # likes: zero SHAP, left out
 
 

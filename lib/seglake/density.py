@@ -21,7 +21,7 @@ Steps of :func:`density` (config section ``density``):
    two labelings of those rows (noise counted as a label) is the group's ``stability_ari``. UMAP can
    tear clusters apart; a low ARI says the clusters depend on the seed and sample.
 5. A surrogate XGBoost per group (:mod:`seglake.surrogate`) learns the sample's labels from the raw
-   features, its held-out accuracy is the ``fidelity``, and ``mapInPandas`` assigns every entity.
+   features, its held-out accuracy is the ``fidelity``, and a pandas UDF assigns every entity.
 
 Writes ``gold/clusters`` (one row per entity; sampled rows keep their HDBSCAN label, membership
 strength and ``x, y``; the others get the surrogate's label and class probability, ``x, y`` null),
@@ -245,7 +245,8 @@ def cluster_group(
                 xy, _ = _umap(space, umap, seed, 2, umap["map_min_dist"], knn)
             stability = _stability(space, labels, umap, hdbscan, seed, stability_fraction)
     if labels.max() >= GROUP_STRIDE:
-        raise ValueError(f"group {group}: {labels.max() + 1} clusters; raise density.hdbscan.min_cluster_size")
+        raise ValueError(f"group {group}: {labels.max() + 1} clusters, more than ids allow; "
+                         f"raise density.hdbscan.min_cluster_size")
     if offset_by_group:
         labels = np.where(labels == NOISE, NOISE, group * GROUP_STRIDE + labels)
     out["cluster"], out["cluster_probability"] = labels, strength

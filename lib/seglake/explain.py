@@ -46,7 +46,6 @@ from seglake.surrogate import NOISE, save_with_manifest, train_test_indices
 from seglake.tables import Tables, delta_exists, read_delta, sql_string, write_run
 
 MANIFEST = "manifest-explain.json"
-KIND_COLUMN = {"cluster": "cluster", "segment": "segment"}
 TARGET_SCHEMA = T.StructType([
     T.StructField("kind", T.StringType()), T.StructField("target", T.IntegerType()),
     T.StructField("precision", T.DoubleType()), T.StructField("recall", T.DoubleType()),
@@ -59,7 +58,8 @@ TARGET_SCHEMA = T.StructType([
 EXPLANATIONS_SCHEMA = ("run_id string, kind string, target int, feature string, mean_abs_shap double, "
                        "direction string, rank int, precision double, recall double, f1 double, "
                        "size long, share double")
-DESCRIPTIONS_SCHEMA = "run_id string, kind string, target int, size long, share double, description string"
+DESCRIPTIONS_SCHEMA = ("run_id string, kind string, target int, size long, share double, "
+                       "description string")
 WORDS = ((4.0, "very high"), (1.25, "high"), (0.8, "typical"), (0.25, "low"))
 
 
@@ -212,9 +212,9 @@ def describe(ranked: pd.DataFrame, medians: pd.DataFrame, overall: dict[str, dic
             parts.append(f"{label} {item.feature} ({detail})")
         first = rows.iloc[0]
         what = "; ".join(parts) if parts else "no feature sets it apart"
+        sentence = f"{kind.capitalize()} {target} — {first['share']:.1%} of {noun}: {what}"
         lines.append({"kind": kind, "target": int(target), "size": int(first["size"]),
-                      "share": float(first["share"]),
-                      "description": f"{kind.capitalize()} {target} — {first['share']:.1%} of {noun}: {what}"})
+                      "share": float(first["share"]), "description": sentence})
     return pd.DataFrame(lines, columns=["kind", "target", "size", "share", "description"])
 
 
@@ -262,6 +262,26 @@ def profile(population: DataFrame, features: list[str]) -> pd.DataFrame:
     return rows[["kind", "target", "size", *features]].reset_index(drop=True)
 
 
+def _crossed_sample(population: DataFrame, sizes: pd.DataFrame, chosen: pd.DataFrame,
+                    population_rows: int, settings: ExplainConfig) -> DataFrame:
+    """The bounded sample, stratified by cluster (else segment), crossed with the chosen targets
+    and labelled ``is_target``; rows without a label of the target's kind are left out."""
+    stratum = "cluster" if (sizes["kind"] == "cluster").any() else "segment"
+    strata = sizes[sizes["kind"] == stratum].set_index("target")["size"].to_dict()
+    unlabelled = population_rows - sum(strata.values())
+    if unlabelled:  # entities with a segment but no cluster form a stratum of their own
+        strata[-2] = unlabelled
+    sample, _ = stratified_sample(population.withColumn("_stratum", F.coalesce(stratum, F.lit(-2))),
+                                  "_stratum", settings.sample_size, settings.seed, strata)
+    target_ids = population.sparkSession.createDataFrame(
+        chosen[["kind", "target"]].astype({"target": "int32"}))
+    return (sample.crossJoin(F.broadcast(target_ids))
+            .withColumn("_label", F.when(F.col("kind") == "cluster", F.col("cluster"))
+                        .otherwise(F.col("segment")))
+            .where(F.col("_label").isNotNull())
+            .withColumn("is_target", F.col("_label") == F.col("target")))
+
+
 def explain(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResult:
     """Explain every cluster and segment of a run with one-vs-rest XGBoost + SHAP.
 
@@ -292,8 +312,9 @@ def explain(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
         if kind not in kinds:
             population = population.withColumn(kind, F.lit(None).cast("int"))
     profiles = profile(population, features)
-    sizes = profiles.loc[profiles["kind"] != "overall", ["kind", "target", "size"]].astype(
-        {"target": "int64", "size": "int64"})
+    population_rows = int(profiles.loc[profiles["kind"] == "overall", "size"].iloc[0])
+    sizes = (profiles.loc[profiles["kind"] != "overall", ["kind", "target", "size"]]
+             .astype({"target": "int64", "size": "int64"}).sort_values(["kind", "target"]))
     sizes["share"] = sizes["size"] / sizes.groupby("kind")["size"].transform("sum")
     chosen = sizes[(sizes["size"] >= settings.min_cluster_size)
                    & ~((sizes["kind"] == "cluster") & (sizes["target"] == NOISE))]
@@ -303,19 +324,7 @@ def explain(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
         raise SeglakeError(f"run {run_id}: no cluster or segment has explain.min_cluster_size "
                            f"({settings.min_cluster_size}) entities; skipped {', '.join(skipped)}")
 
-    stratum = "cluster" if "cluster" in kinds else "segment"
-    strata = sizes[sizes["kind"] == stratum].set_index("target")["size"].to_dict()
-    unlabelled = int(profiles.loc[profiles["kind"] == "overall", "size"].iloc[0]) - sum(strata.values())
-    if unlabelled:  # entities with a segment but no cluster form a stratum of their own
-        strata[-2] = unlabelled
-    sample, _ = stratified_sample(population.withColumn("_stratum", F.coalesce(stratum, F.lit(-2))),
-                                  "_stratum", settings.sample_size, settings.seed, strata)
-    target_ids = spark.createDataFrame(chosen[["kind", "target"]].astype({"target": "int32"}))
-    crossed = (sample.crossJoin(F.broadcast(target_ids))
-               .withColumn("_label", F.when(F.col("kind") == "cluster", F.col("cluster"))
-                           .otherwise(F.col("segment")))
-               .where(F.col("_label").isNotNull())
-               .withColumn("is_target", F.col("_label") == F.col("target")))
+    crossed = _crossed_sample(population, sizes, chosen, population_rows, settings)
     targets = explain_targets(crossed, features, settings)
     failed = targets[targets["model"].isna()]
     skipped += [f"{r.kind} {r.target} (only {r.positives} in the sample)" for r in failed.itertuples()]
@@ -330,16 +339,17 @@ def explain(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
     manifest = save_with_manifest(spark, tables.models(run_id), files, MANIFEST,
                                   {"features": features, "settings": settings.model_dump()})
     write_run(_frame(spark, ranked, run_id, EXPLANATIONS_SCHEMA), tables.gold("explanations"), run_id)
-    write_run(_frame(spark, descriptions, run_id, DESCRIPTIONS_SCHEMA), tables.gold("descriptions"), run_id)
+    write_run(_frame(spark, descriptions, run_id, DESCRIPTIONS_SCHEMA), tables.gold("descriptions"),
+              run_id)
     for line in descriptions["description"]:
         print(line)
 
     explained = targets.groupby("kind").size().to_dict()
     message = ", ".join(f"explained {n} {k}(s)" for k, n in explained.items())
-    if skipped:
-        message += f"; skipped {', '.join(skipped)}"
+    if skipped:  # the full list is in details["skipped"]
+        more = f", … ({len(skipped) - 8} more)" if len(skipped) > 8 else ""
+        message += f"; skipped {len(skipped)}: {', '.join(skipped[:8])}{more}"
     metrics = targets[["kind", "target", "precision", "recall", "f1", "positives"]]
-    population_rows = int(profiles.loc[profiles["kind"] == "overall", "size"].iloc[0])
     return StageResult("explain", population_rows, len(targets),
                        details={"targets": metrics.to_dict("records"), "skipped": skipped,
                                 "descriptions": descriptions["description"].tolist(),
