@@ -36,6 +36,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from seglake.errors import SeglakeError
+from seglake.tables import put_bytes
 
 INPUTS_FILE = "inputs.json"
 METRICS_FILE = "metrics.json"
@@ -96,15 +97,8 @@ class ModelInputs:
 
 
 def write_text(spark: SparkSession, path: str, text: str) -> None:
-    """Write a small text file through Hadoop, so the same call works on local disk, HDFS or S3."""
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    stream = fs.create(hadoop_path, True)
-    try:
-        stream.write(bytearray(text.encode()))
-    finally:
-        stream.close()
+    """Write a small text file on local disk, HDFS or S3 (see :func:`seglake.tables.put_bytes`)."""
+    put_bytes(spark, path, text.encode())
 
 
 def _exists(spark: SparkSession, path: str) -> bool:

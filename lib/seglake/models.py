@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 
 from seglake.config import SeglakeConfig
 from seglake.errors import SeglakeError
-from seglake.tables import Tables, delta_exists, write_run
+from seglake.tables import Tables, delta_exists, put_bytes, write_run
 
 MANIFEST = "manifest.json"
 TRANSFORM = "transform"
@@ -73,12 +73,7 @@ def load_clustering(spark: SparkSession, folder: str, algorithm: str, run_id: st
 def write_manifest(spark: SparkSession, folder: str, manifest: dict[str, Any]) -> None:
     """Write ``manifest.json`` (sorted keys, ``written_at`` in UTC) into a run's model folder."""
     body = dict(manifest, written_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    fs, hadoop_path = _filesystem(spark, f"{folder}/{MANIFEST}")
-    stream = fs.create(hadoop_path, True)
-    try:
-        stream.write(bytearray(json.dumps(body, indent=2, sort_keys=True).encode()))
-    finally:
-        stream.close()
+    put_bytes(spark, f"{folder}/{MANIFEST}", json.dumps(body, indent=2, sort_keys=True).encode())
 
 
 def read_manifest(spark: SparkSession, folder: str, run_id: str) -> dict[str, Any]:

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Tuple
 
 import numpy as np
@@ -32,6 +30,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from seglake.errors import SeglakeError
+from seglake.tables import get_bytes, put_bytes
 
 NOISE = -1
 SURROGATE_SCHEMA = T.StructType([
@@ -47,41 +46,6 @@ PREDICTION_TYPE = "struct<cluster:int,cluster_probability:double>"
 
 
 # ---------------------------------------------------------------- model files with checksums
-
-
-def _local(uri: str) -> Path | None:
-    if uri.startswith("file:"):
-        return Path(re.sub(r"^file:(//)?", "", uri))
-    return None if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*:", uri) else Path(uri)
-
-
-def put_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
-    """Write ``data`` to ``uri`` (a local path or any Hadoop-compatible URI), replacing it."""
-    local = _local(uri)
-    if local is not None:
-        local.parent.mkdir(parents=True, exist_ok=True)
-        local.write_bytes(data)
-        return
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    stream = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).create(path, True)
-    try:
-        stream.write(bytearray(data))
-    finally:
-        stream.close()
-
-
-def get_bytes(spark: SparkSession, uri: str) -> bytes:
-    """Read the whole file at ``uri``; a missing file is a :class:`SeglakeError`."""
-    local = _local(uri)
-    if local is not None:
-        if not local.is_file():
-            raise SeglakeError(f"model file not found: {uri}")
-        return local.read_bytes()
-    rows = spark.read.format("binaryFile").load(uri).select("content").head(1)
-    if not rows:
-        raise SeglakeError(f"model file not found: {uri}")
-    return bytes(rows[0][0])
 
 
 def save_with_manifest(

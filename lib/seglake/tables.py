@@ -8,7 +8,9 @@ write leaves the previous version readable.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -95,3 +97,42 @@ def write_run(
 def sql_string(value: str) -> str:
     """A Spark SQL string literal for ``value`` (for Delta predicates that only take SQL text)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+# Small files (manifests, model JSON, metrics) next to the tables: local paths directly, any other
+# Hadoop-compatible URI through the Hadoop file system, so the same call works on a cluster.
+
+
+def _local(uri: str) -> Path | None:
+    if uri.startswith("file:"):
+        return Path(re.sub(r"^file:(//)?", "", uri))
+    return None if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*:", uri) else Path(uri)
+
+
+def put_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
+    """Write ``data`` to ``uri`` (a local path or any Hadoop-compatible URI), replacing it."""
+    local = _local(uri)
+    if local is not None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(data)
+        return
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    stream = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).create(path, True)
+    try:
+        stream.write(bytearray(data))
+    finally:
+        stream.close()
+
+
+def get_bytes(spark: SparkSession, uri: str) -> bytes:
+    """Read the whole file at ``uri``; a missing file is a :class:`SeglakeError`."""
+    local = _local(uri)
+    if local is not None:
+        if not local.is_file():
+            raise SeglakeError(f"model file not found: {uri}")
+        return local.read_bytes()
+    rows = spark.read.format("binaryFile").load(uri).select("content").head(1)
+    if not rows:
+        raise SeglakeError(f"model file not found: {uri}")
+    return bytes(rows[0][0])
