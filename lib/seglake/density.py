@@ -26,7 +26,9 @@ Steps of :func:`density` (config section ``density``):
 Writes ``gold/clusters`` (one row per entity; sampled rows keep their HDBSCAN label, membership
 strength and ``x, y``; the others get the surrogate's label and class probability, ``x, y`` null),
 ``gold/cluster_quality`` (one row per group) and ``models/<run_id>/surrogate*.json`` with
-``manifest-density.json``. Sorting each group by ``entity_id`` before UMAP makes the labels depend
+``manifest-density.json``; the run's ``gold/segments`` rows get the same ``cluster``,
+``cluster_probability``, ``x``, ``y`` (:func:`fill_segments`). Sorting each group by
+``entity_id`` before UMAP makes the labels depend
 only on the data and seeds, not on shuffle order.
 """
 
@@ -332,10 +334,12 @@ def density(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
         manifest = save_with_manifest(
             spark, tables.models(run_id), files, MANIFEST,
             {"features": features, "group_by": settings.group_by, "models": listed,
+             "groups": {str(g): classes for g, (_, classes) in models.items()},
              "settings": settings.model_dump()})
         assign_started = time.monotonic()
         clusters = label_population(assign(population, models, features), labelled, run_id)
         write_run(clusters, tables.gold("clusters"), run_id)
+        fill_segments(spark, tables, run_id)
         seconds["assign_and_write"] = time.monotonic() - assign_started
         quality_rows = quality.assign(run_id=run_id)[[c.split()[0] for c in QUALITY_SCHEMA.split(", ")]]
         write_run(spark.createDataFrame(quality_rows, QUALITY_SCHEMA), tables.gold("cluster_quality"), run_id)
@@ -347,6 +351,28 @@ def density(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
         details={"groups": quality.to_dict("records"), "features": features,
                  "model_files": manifest["files"], "sample_rows": sampled_rows, "seconds": seconds},
         message=_summary(quality, sampled_rows))
+
+
+def fill_segments(spark: SparkSession, tables: Tables, run_id: str) -> None:
+    """Copy the run's ``cluster``, ``cluster_probability``, ``x``, ``y`` into its ``gold/segments`` rows.
+
+    A Delta MERGE limited to the run's partition: rows of other runs are not rewritten, entities the
+    segment stage did not label (filtered out) stay absent, and the columns are added to a table
+    written before they existed (schema evolution). Nothing to do when the run has no segments.
+    """
+    from delta.tables import DeltaTable
+
+    path = tables.gold("segments")
+    if not delta_exists(spark, path):
+        return
+    run = sql_string(run_id)
+    clusters = (spark.read.format("delta").load(tables.gold("clusters")).where(f"run_id = {run}")
+                .select("run_id", "entity_id", "cluster", "cluster_probability", "x", "y"))
+    (DeltaTable.forPath(spark, path).alias("s")
+     .merge(clusters.alias("c"), f"s.run_id = {run} AND s.entity_id = c.entity_id")
+     .withSchemaEvolution()
+     .whenMatchedUpdate(set={c: f"c.{c}" for c in ("cluster", "cluster_probability", "x", "y")})
+     .execute())
 
 
 def label_population(assigned: DataFrame, labelled: DataFrame, run_id: str) -> DataFrame:

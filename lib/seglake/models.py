@@ -2,7 +2,8 @@
 
 Layout under ``<lakehouse>/<name>/models/<run_id>/``::
 
-    manifest.json   what was fitted on what: entities table version, filter, features, k, seed
+    manifest.json   what was fitted on what: entities table version, filter, features and their
+                    types, training quantile bins per feature (drift), library versions, k, seed
     transform/      the prepare PipelineModel (MLlib persistence)
     kmeans/         the chosen clustering model (MLlib persistence, whatever the algorithm)
 
@@ -68,6 +69,25 @@ def load_clustering(spark: SparkSession, folder: str, algorithm: str, run_id: st
     if not path_exists(spark, path):
         raise SeglakeError(f"no clustering model at {path}: run the segment stage first for run {run_id}")
     return _MODEL_CLASSES[algorithm].load(path)
+
+
+# Distributions whose versions decide whether a saved model loads and scores the same way.
+LIBRARIES = ("seglake", "pyspark", "delta-spark", "numpy", "pandas", "pyarrow", "scikit-learn",
+             "xgboost-cpu", "xgboost")
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries a run's models depend on, and Python's (for manifests)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:  # xgboost ships as xgboost-cpu or xgboost: record the one present
+            continue
+    return found
 
 
 def write_manifest(spark: SparkSession, folder: str, manifest: dict[str, Any]) -> None:

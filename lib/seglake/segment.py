@@ -5,8 +5,11 @@ the sweep read, same filter, the saved transform, same algorithm, k and seed), s
 persistence, and writes:
 
 - ``gold/segments`` (partitioned by ``run_id``, ``segment``): ``run_id, entity_id, segment,
-  distance`` — ``distance`` is the Euclidean distance to the segment's center in the transformed
-  (log1p, scaled) space, a "how typical" score;
+  distance, cluster, cluster_probability, x, y, model_run, in_training_filter`` — ``distance`` is
+  the Euclidean distance to the segment's center in the transformed (log1p, scaled) space, a "how
+  typical" score; ``cluster`` .. ``y`` stay null until the density stage fills them; ``model_run``
+  is the run itself and ``in_training_filter`` true (scoring runs, :mod:`seglake.score`, write
+  the same columns with the model's run and the filter's verdict);
 - ``gold/profiles`` (partitioned by ``run_id``), long format so any feature set fits: ``run_id,
   segment, size, share, feature, mean, median, p10, p90`` — the seed's centers table with its
   "Number of people", in original units (before log1p and scaling). Quantiles are
@@ -35,7 +38,7 @@ from seglake.models import (
 )
 from seglake.prepare import ENTITY_ID, FEATURES, filter_condition
 from seglake.stages import StageResult
-from seglake.sweep import PREDICTION, cluster_centers, fit_clustering, squared_distance
+from seglake.sweep import PREDICTION, cluster_centers, fit_clustering, squared_distance, stable_layout
 from seglake.tables import Tables, delta_exists, write_run
 
 QUANTILE_ACCURACY = 100_000
@@ -148,6 +151,7 @@ def segment(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
     entities = _entities_at(spark, tables, manifest["entities_version"], run_id)
     # The sweep's own filter, not today's config: the labels must describe the rows it measured.
     kept = entities.where(filter_condition(entities, FilterConfig(**manifest["filter"])))
+    kept = stable_layout(kept, manifest["kept"])  # the sweep's layout: the same model is refitted
     prepared = transform.transform(kept).select(ENTITY_ID, *features, FEATURES)
     prepared = prepared.persist(StorageLevel.MEMORY_AND_DISK)
     labelled = None
@@ -162,7 +166,12 @@ def segment(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
             ENTITY_ID, *features, F.col(PREDICTION).alias("segment"),
             assigned_distance(x, F.col(PREDICTION), cluster_centers(model)).alias("distance"),
         ).persist(StorageLevel.MEMORY_AND_DISK)
-        segments = labelled.select(F.lit(run_id).alias("run_id"), ENTITY_ID, "segment", "distance")
+        segments = labelled.select(
+            F.lit(run_id).alias("run_id"), ENTITY_ID, "segment", "distance",
+            # filled by the density stage (fill_segments); a scoring run fills them itself
+            F.lit(None).cast("int").alias("cluster"), F.lit(None).cast("double").alias("cluster_probability"),
+            F.lit(None).cast("double").alias("x"), F.lit(None).cast("double").alias("y"),
+            F.lit(run_id).alias("model_run"), F.lit(True).alias("in_training_filter"))
         write_run(segments, tables.gold("segments"), run_id, partition_by=("run_id", "segment"))
         wssse = labelled.agg(F.sum(F.col("distance") * F.col("distance"))).first()[0]
         profiles = profile(labelled, features, kept_rows).select(F.lit(run_id).alias("run_id"), "*")

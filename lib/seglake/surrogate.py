@@ -25,7 +25,7 @@ from typing import Any, Tuple
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -68,6 +68,43 @@ def save_with_manifest(
     return body
 
 
+def verified_bytes(spark: SparkSession, folder: str, name: str, manifest: str) -> bytes:
+    """The bytes of model file ``name``, after checking its sha256 against ``manifest``.
+
+    Raises
+    ------
+    SeglakeError
+        When the manifest does not list the file or the checksum differs.
+    """
+    listed = json.loads(get_bytes(spark, f"{folder}/{manifest}"))["files"]
+    if name not in listed:
+        raise SeglakeError(f"{folder}/{manifest} does not list {name}: refusing to load it")
+    data = get_bytes(spark, f"{folder}/{name}")
+    if hashlib.sha256(data).hexdigest() != listed[name]:
+        raise SeglakeError(f"{folder}/{name} does not match its sha256 in {manifest}: refusing to load it")
+    return data
+
+
+def saved_models(spark: SparkSession, folder: str, manifest: str) -> tuple[dict, list[str], str]:
+    """A density run's surrogates as :func:`assign` takes them, each file checked against its sha256.
+
+    Returns
+    -------
+    models : dict
+        group → (XGBoost JSON bytes or None, classes); a group whose sample had one label has no
+        file and assigns that label.
+    features : list of str
+        Raw features the surrogates read, in order.
+    group_by : str
+        ``none`` (group 0) or ``segment`` (group = KMeans segment).
+    """
+    details = json.loads(get_bytes(spark, f"{folder}/{manifest}"))["details"]
+    models = {int(g): (None, classes) for g, classes in details.get("groups", {}).items()}
+    for name, spec in details["models"].items():
+        models[int(spec["group"])] = (verified_bytes(spark, folder, name, manifest), spec["classes"])
+    return models, list(details["features"]), details["group_by"]
+
+
 def load_booster(spark: SparkSession, folder: str, name: str, manifest: str):
     """Load the XGBoost JSON model ``name`` after checking its sha256 against ``manifest``.
 
@@ -78,12 +115,7 @@ def load_booster(spark: SparkSession, folder: str, name: str, manifest: str):
     """
     import xgboost as xgb
 
-    listed = json.loads(get_bytes(spark, f"{folder}/{manifest}"))["files"]
-    if name not in listed:
-        raise SeglakeError(f"{folder}/{manifest} does not list {name}: refusing to load it")
-    data = get_bytes(spark, f"{folder}/{name}")
-    if hashlib.sha256(data).hexdigest() != listed[name]:
-        raise SeglakeError(f"{folder}/{name} does not match its sha256 in {manifest}: refusing to load it")
+    data = verified_bytes(spark, folder, name, manifest)
     booster = xgb.Booster()
     booster.load_model(bytearray(data))
     return booster
@@ -222,6 +254,27 @@ def predict_clusters(loaded: dict[int, tuple[object, np.ndarray]], groups: np.nd
     return pd.DataFrame({"cluster": cluster, "cluster_probability": probability})
 
 
+def predicted_cluster(spark: SparkSession, models: dict[int, tuple[bytes | None, list[int]]],
+                      group: Column, features: list[str]) -> Column:
+    """A ``struct<cluster, cluster_probability>`` column predicted by the surrogates (see :func:`assign`).
+
+    A column rather than a DataFrame, so that scoring adds it beside the KMeans segment in the same
+    projection, without a join.
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    shared = spark.sparkContext.broadcast(models)
+
+    @pandas_udf(PREDICTION_TYPE)
+    def predict(batches: Iterator[Tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
+        loaded = load_models(shared.value)
+        for groups, *columns in batches:
+            values = np.column_stack([c.to_numpy(dtype=np.float32) for c in columns])
+            yield predict_clusters(loaded, groups.to_numpy(), values)
+
+    return predict(group, *[F.col(f"`{f}`").cast("float") for f in features])
+
+
 def assign(population: DataFrame, models: dict[int, tuple[bytes | None, list[int]]],
            features: list[str]) -> DataFrame:
     """Every entity of ``population`` (``entity_id``, ``group``, features) with its predicted cluster.
@@ -232,17 +285,6 @@ def assign(population: DataFrame, models: dict[int, tuple[bytes | None, list[int
     JVM. ``mapInPandas`` would turn every id into a Python string and back, which measured 1.5-2×
     slower on 1M entities and kept assignment well under 500k entities/s on 2 cores.
     """
-    from pyspark.sql.functions import pandas_udf
-
-    shared = population.sparkSession.sparkContext.broadcast(models)
-
-    @pandas_udf(PREDICTION_TYPE)
-    def predict(batches: Iterator[Tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
-        loaded = load_models(shared.value)
-        for group, *columns in batches:
-            values = np.column_stack([c.to_numpy(dtype=np.float32) for c in columns])
-            yield predict_clusters(loaded, group.to_numpy(), values)
-
-    inputs = [F.col(f).cast("float") for f in features]
-    return population.select("entity_id", "group", predict("group", *inputs).alias("_p")).select(
+    predicted = predicted_cluster(population.sparkSession, models, F.col("group"), features)
+    return population.select("entity_id", "group", predicted.alias("_p")).select(
         "entity_id", "group", "_p.cluster", "_p.cluster_probability")
