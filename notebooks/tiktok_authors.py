@@ -13,7 +13,7 @@
 
 from seglake.config import load_config
 from seglake.notebook import gold, session, show, widget
-from seglake.pipeline import run_stages
+from seglake.tracking import run_tracked
 
 config = load_config(widget("config", "../conf/tiktok_authors.yaml"),
                      [o for o in widget("overrides", "").split(";") if o.strip()])
@@ -28,7 +28,7 @@ spark = session("seglake-tiktok_authors")
 
 # COMMAND ----------
 
-run_stages(spark, config, ["ingest"], run_id)
+run_tracked(spark, config, ["ingest"], run_id)
 
 # COMMAND ----------
 
@@ -38,7 +38,7 @@ run_stages(spark, config, ["ingest"], run_id)
 
 # COMMAND ----------
 
-run_stages(spark, config, ["features"], run_id)
+run_tracked(spark, config, ["features"], run_id)
 
 # COMMAND ----------
 
@@ -48,7 +48,7 @@ run_stages(spark, config, ["features"], run_id)
 
 # COMMAND ----------
 
-run_stages(spark, config, ["sweep"], run_id)
+run_tracked(spark, config, ["sweep"], run_id)
 show(gold(spark, config, "sweep", run_id).select("k", "sse", "silhouette", "silhouette_exact", "chosen", "reason"))
 
 # COMMAND ----------
@@ -59,7 +59,7 @@ show(gold(spark, config, "sweep", run_id).select("k", "sse", "silhouette", "silh
 
 # COMMAND ----------
 
-run_stages(spark, config, ["segment"], run_id)
+run_tracked(spark, config, ["segment"], run_id)
 show(gold(spark, config, "profiles", run_id))
 
 # COMMAND ----------
@@ -70,7 +70,7 @@ show(gold(spark, config, "profiles", run_id))
 
 # COMMAND ----------
 
-run_stages(spark, config, ["density"], run_id)
+run_tracked(spark, config, ["density"], run_id)
 show(gold(spark, config, "cluster_quality", run_id))
 
 # COMMAND ----------
@@ -81,7 +81,7 @@ show(gold(spark, config, "cluster_quality", run_id))
 
 # COMMAND ----------
 
-run_stages(spark, config, ["explain"], run_id)
+run_tracked(spark, config, ["explain"], run_id)
 show(gold(spark, config, "descriptions", run_id).select("kind", "target", "description"))
 
 # COMMAND ----------
@@ -92,4 +92,4 @@ show(gold(spark, config, "descriptions", run_id).select("kind", "target", "descr
 
 # COMMAND ----------
 
-run_stages(spark, config, ["report"], run_id)
+run_tracked(spark, config, ["report"], run_id)

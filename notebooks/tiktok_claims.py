@@ -13,7 +13,7 @@
 
 from seglake.config import load_config
 from seglake.notebook import gold, session, show, widget
-from seglake.pipeline import run_stages
+from seglake.tracking import run_tracked
 
 config = load_config(widget("config", "../conf/tiktok_claims.yaml"),
                      [o for o in widget("overrides", "").split(";") if o.strip()])
@@ -28,5 +28,5 @@ spark = session("seglake-tiktok_claims")
 
 # COMMAND ----------
 
-run_stages(spark, config, ["classify"], run_id)
+run_tracked(spark, config, ["classify"], run_id)
 show(gold(spark, config, "classifier_metrics", run_id))

@@ -14,7 +14,7 @@
 
 from seglake.config import load_config
 from seglake.notebook import gold, session, show, widget
-from seglake.pipeline import run_stages
+from seglake.tracking import run_tracked
 
 config = load_config(widget("config", "../conf/tiktok_users.yaml"),
                      [o for o in widget("overrides", "").split(";") if o.strip()])
@@ -29,7 +29,7 @@ spark = session("seglake-tiktok_users")
 
 # COMMAND ----------
 
-run_stages(spark, config, ["ingest"], run_id)
+run_tracked(spark, config, ["ingest"], run_id)
 
 # COMMAND ----------
 
@@ -39,7 +39,7 @@ run_stages(spark, config, ["ingest"], run_id)
 
 # COMMAND ----------
 
-run_stages(spark, config, ["features"], run_id)
+run_tracked(spark, config, ["features"], run_id)
 
 # COMMAND ----------
 
@@ -49,7 +49,7 @@ run_stages(spark, config, ["features"], run_id)
 
 # COMMAND ----------
 
-run_stages(spark, config, ["sweep"], run_id)
+run_tracked(spark, config, ["sweep"], run_id)
 show(gold(spark, config, "sweep", run_id).select("k", "sse", "silhouette", "silhouette_exact", "chosen", "reason"))
 
 # COMMAND ----------
@@ -60,7 +60,7 @@ show(gold(spark, config, "sweep", run_id).select("k", "sse", "silhouette", "silh
 
 # COMMAND ----------
 
-run_stages(spark, config, ["segment"], run_id)
+run_tracked(spark, config, ["segment"], run_id)
 show(gold(spark, config, "profiles", run_id))
 
 # COMMAND ----------
@@ -71,7 +71,7 @@ show(gold(spark, config, "profiles", run_id))
 
 # COMMAND ----------
 
-run_stages(spark, config, ["density"], run_id)
+run_tracked(spark, config, ["density"], run_id)
 show(gold(spark, config, "cluster_quality", run_id))
 
 # COMMAND ----------
@@ -82,7 +82,7 @@ show(gold(spark, config, "cluster_quality", run_id))
 
 # COMMAND ----------
 
-run_stages(spark, config, ["explain"], run_id)
+run_tracked(spark, config, ["explain"], run_id)
 show(gold(spark, config, "descriptions", run_id).select("kind", "target", "description"))
 
 # COMMAND ----------
@@ -93,4 +93,4 @@ show(gold(spark, config, "descriptions", run_id).select("kind", "target", "descr
 
 # COMMAND ----------
 
-run_stages(spark, config, ["report"], run_id)
+run_tracked(spark, config, ["report"], run_id)
