@@ -1,0 +1,211 @@
+"""The MovieLens use case: ratings ingest with quarantine, ALS held-out MAE, taste tables, assigner.
+
+The end-to-end test runs ``notebooks/movielens.py`` on the real ``ml-100k`` files (the way CI runs
+every notebook) and checks the gold tables against an independent pandas reading of the raw files.
+"""
+
+from __future__ import annotations
+
+import csv
+import runpy
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+from conftest import shared_file, write_config
+from seglake.config import load_config
+from seglake.errors import SeglakeError
+from seglake.report import report_path
+from seglake.tables import Tables
+
+ROOT = Path(__file__).resolve().parents[1]
+GENRES = "unknown|0\nAction|1\nComedy|2\n"
+
+
+def _files(folder: Path, ratings: str, users: str, items: str) -> dict[str, Path]:
+    paths = {}
+    for name, text in (("u.data", ratings), ("u.user", users), ("u.item", items), ("u.genre", GENRES)):
+        paths[name] = folder / name
+        paths[name].write_bytes(text.encode("latin-1"))
+    return paths
+
+
+def _config(folder: Path, lakehouse: Path, extra: str = "") -> Path:
+    return write_config(folder, f"""
+name: ml_small
+lakehouse: {lakehouse}
+ratings:
+  ratings: u.data
+  users: u.user
+  items: u.item
+  genres: u.genre
+{extra}""")
+
+
+def test_config_takes_exactly_one_source_and_resolves_the_four_paths(tmp_path):
+    path = _config(tmp_path, tmp_path / "lake")
+    config = load_config(path)
+    assert config.ratings.items == str(tmp_path / "u.item")
+    assert config.ratings.als.rank == 20 and config.ratings.assigner.holdout_fraction == 0.3
+    with pytest.raises(SeglakeError, match="exactly one source"):
+        load_config(path, ["entities={path: x.csv, id: id}"])
+    with pytest.raises(SeglakeError, match="unknown key 'ratings.als.rnak'"):
+        load_config(path, ["ratings.als.rnak=5"])
+    with pytest.raises(SeglakeError, match="ratings.encoding"):
+        load_config(path, ["ratings.encoding=latin9"])
+    from seglake.pipeline import run_stages, stages_for
+
+    assert stages_for(config) == ["ratings", "sweep", "segment", "tastes", "assign", "report"]
+    with pytest.raises(SeglakeError, match="density do not apply"):
+        run_stages(None, config, ["density"], "r1")
+
+
+def test_bad_lines_go_to_quarantine_with_their_reason(spark, tmp_path):
+    from seglake.movielens import bronze_path, read_genres, write_bronze
+
+    users = "1|24|M|technician|85711\n2|53|F|other|94043\n3|200|F|writer|1\n4|30|X|writer|1\n1|25|F|artist|2\n"
+    items = ("1|Toy Story (1995)|01-Jan-1995||http://x|0|0|1\n"
+             "2|Cité des enfants perdus, La (1995)|01-Jan-1995||http://y|0|1|0\n"
+             "3|Broken (1990)|||http://z|0|2|0\n"
+             "4|Short line|||\n")
+    ratings = ("1\t1\t5\t881250949\n"          # valid
+               "1\t2\t4\t881250950\n"          # valid
+               "2\t1\t3\t881250951\n"          # valid
+               "1\t1\t2\t881250952\n"          # the same user and film again
+               "0\t1\t5\t881250953\n"          # user 0 is not in u.user
+               "2\t9\t4\t881250954\n"          # film 9 is not in u.item
+               "2\t2\t7\t881250955\n"          # 7 stars
+               "2\t2\tfive\t881250956\n"       # not a number
+               "0\t133\t1\t883603013\t\n")     # a trailing tab: five fields
+    _files(tmp_path, ratings, users, items)
+    config = load_config(_config(tmp_path, tmp_path / "lake"))
+    genres = read_genres(spark, config.ratings)
+    assert genres == ["unknown", "Action", "Comedy"]
+    counts = write_bronze(spark, config, "t1", genres)
+
+    assert counts["users"] == {"input": 5, "bronze": 2, "quarantined": 3, "reasons": {
+        "out_of_range:age": 1, "not_allowed:gender": 1, "duplicate_id": 1}}
+    assert counts["items"]["bronze"] == 2
+    assert counts["items"]["reasons"] == {"not_allowed:genre_flag": 1, "malformed_line": 1}
+    assert counts["ratings"] == {"input": 9, "bronze": 3, "quarantined": 6, "reasons": {
+        "duplicate_rating": 1, "unknown_user": 1, "unknown_item": 1, "not_allowed:rating": 1,
+        "bad_type:rating": 1, "malformed_line": 1}}
+    tables = Tables.of(config)
+    quarantine = spark.read.format("delta").load(bronze_path(tables, "quarantine"))
+    assert quarantine.where("reason = 'malformed_line' AND table = 'ratings'").first()["raw"] == "0\t133\t1\t883603013\t"
+    films = {r["item_id"]: (r["title"], r["genres"])
+             for r in spark.read.format("delta").load(bronze_path(tables, "items")).collect()}
+    assert films == {1: ("Toy Story (1995)", ["Comedy"]),
+                     2: ("Cité des enfants perdus, La (1995)", ["Action"])}  # latin-1 decoded
+    kept = spark.read.format("delta").load(bronze_path(tables, "ratings")).orderBy("timestamp").collect()
+    assert [(r["user_id"], r["item_id"], r["rating"]) for r in kept] == [(1, 1, 5), (1, 2, 4), (2, 1, 3)]
+
+    # Re-running replaces the tables: nothing is duplicated.
+    assert write_bronze(spark, config, "t1", genres) == counts
+
+
+def _raw_ml100k() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The real files read by pandas, independently of seglake: the oracle for the gold tables."""
+    folder = shared_file("ml-100k/u.data").parent
+    lines = (folder / "u.data").read_text().splitlines()
+    rows = [line.split("\t") for line in lines]
+    ratings = pd.DataFrame([r for r in rows if len(r) == 4], columns=["user_id", "item_id", "rating", "ts"]).astype(int)
+    users = pd.read_csv(folder / "u.user", sep="|", header=None,
+                        names=["user_id", "age", "gender", "occupation", "zip_code"])
+    items = pd.read_csv(folder / "u.item", sep="|", header=None, encoding="latin-1",
+                        quoting=csv.QUOTE_NONE).iloc[:, :2]
+    items.columns = ["item_id", "title"]
+    ratings = ratings[ratings["user_id"].isin(users["user_id"])]
+    return ratings, users, items
+
+
+@pytest.mark.slow
+def test_movielens_notebook_end_to_end_on_ml100k(spark, tmp_path, monkeypatch, capsys):
+    ratings, users, items = _raw_ml100k()
+    # k = 2..8 instead of the config's 2..29: the same code path, a quarter of the fits (on
+    # ml-100k the rule picked k=4 from 2..12 as well).
+    overrides = [f"lakehouse={tmp_path / 'lake'}", "sweep.k_max=8"]
+    monkeypatch.setenv("SEGLAKE_CONFIG", str(ROOT / "conf" / "movielens.yaml"))
+    monkeypatch.setenv("SEGLAKE_RUN_ID", "e2e")
+    monkeypatch.setenv("SEGLAKE_OVERRIDES", ";".join(overrides))
+    runpy.run_path(str(ROOT / "notebooks" / "movielens.py"), run_name="__main__")
+    config = load_config(ROOT / "conf" / "movielens.yaml", overrides)
+    tables = Tables.of(config)
+
+    def gold(name: str) -> pd.DataFrame:
+        frame = spark.read.format("delta").load(tables.gold(name)).where(F.col("run_id") == "e2e")
+        return frame.toPandas()
+
+    # ALS: a held-out MAE on the 1-5 scale, better than predicting the mean rating.
+    als = gold("als_metrics").iloc[0]
+    with capsys.disabled():
+        print(f"\nALS rank {als['rank']} held-out MAE {als['mae']:.3f} (RMSE {als['rmse']:.3f}, mean-rating "
+              f"baseline {als['baseline_mae']:.3f}) on {als['scored_ratings']:,} ratings; the seed's autoencoder "
+              f"'validation MAE' {als['seed_autoencoder_mae']} is a reconstruction error of the whole user x film "
+              f"matrix with unrated films as 0, not an error on ratings")
+    assert 0.3 < als["mae"] < 1.0 and als["mae"] < als["baseline_mae"] - 0.1
+    assert als["scored_ratings"] > 0.95 * als["test_ratings"] > 0.15 * len(ratings)
+    quarantine = spark.read.format("delta").load(f"{tables.root}/bronze/quarantine").toPandas()
+    assert len(quarantine) == 3 and set(quarantine["reason"]) == {"unknown_user", "malformed_line"}
+
+    segments = spark.read.format("delta").load(tables.gold("segments")).where("run_id = 'e2e'").toPandas()
+    segments = segments.assign(user_id=segments["entity_id"].astype(int))[["user_id", "segment"]]
+    assert len(segments) == len(users) == 943
+    k = segments["segment"].nunique()
+    assert 2 <= k <= 8
+
+    # Top titles: for every segment (and -1, everyone) and rating, the 10 most frequent films with
+    # counts descending, exactly as pandas counts them from the raw files, titles from u.item.
+    top = gold("top_titles")
+    rated = ratings.merge(segments, on="user_id")
+    expected = pd.concat([rated, ratings.assign(segment=-1)])
+    expected = (expected.groupby(["segment", "rating", "item_id"]).size().rename("count").reset_index()
+                .sort_values(["segment", "rating", "count", "item_id"], ascending=[True, True, False, True]))
+    expected["rank"] = expected.groupby(["segment", "rating"]).cumcount() + 1
+    expected = expected[expected["rank"] <= 10].merge(items, on="item_id")
+    key = ["segment", "rating", "rank"]
+    got = top.sort_values(key).reset_index(drop=True)[[*key, "item_id", "title", "count"]]
+    want = expected.sort_values(key).reset_index(drop=True)[[*key, "item_id", "title", "count"]]
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    per_table = top.groupby(["segment", "rating"]).size()
+    assert len(per_table) == (k + 1) * 5 and (per_table[-1] == 10).all()
+    first = top[(top["segment"] == -1) & (top["rating"] == 5) & (top["rank"] == 1)].iloc[0]
+    assert (first["title"], first["count"]) == ("Star Wars (1977)", 325)
+
+    # Demographics add up within each segment; genre preference covers the 19 genres overall.
+    people = gold("segment_demographics")
+    shares = people.groupby(["segment", "attribute"])["share"].sum()
+    assert ((shares - 1.0).abs() < 1e-9).all() and set(people["attribute"]) == {"gender", "occupation", "age_band"}
+    women = people[(people["attribute"] == "gender") & (people["value"] == "F")]
+    assert women["users"].sum() == (users["gender"] == "F").sum() == 273
+    genres = gold("genre_preference")
+    assert genres["genre"].nunique() == 19 and (genres["lift"] > 0).all()
+
+    # The assigner beats always answering the largest segment on the 30% holdout.
+    metrics = gold("assigner_metrics").iloc[0]
+    with capsys.disabled():
+        print(f"assigner: holdout accuracy {metrics['accuracy']:.3f} on {metrics['holdout_users']} users, "
+              f"majority-class rate {metrics['majority_rate']:.3f}, macro F1 {metrics['macro_f1']:.3f}, k={k}")
+    assert metrics["holdout_users"] == 283 and metrics["train_users"] == 660
+    assert metrics["accuracy"] > metrics["majority_rate"] + 0.1
+
+    # The saved model assigns users it has never seen: holdout users under new ids get the
+    # segments the stage recorded for them.
+    from seglake.assigner import assign_users
+
+    assignments = gold("assignments")
+    held = assignments[assignments["holdout"]].head(40)
+    ids = held["entity_id"].astype(int).tolist()
+    bronze = f"{tables.root}/bronze"
+    new_ratings = (spark.read.format("delta").load(f"{bronze}/ratings").where(F.col("user_id").isin(ids))
+                   .withColumn("user_id", F.col("user_id") + 100_000))
+    new_users = (spark.read.format("delta").load(f"{bronze}/users").where(F.col("user_id").isin(ids))
+                 .withColumn("user_id", F.col("user_id") + 100_000))
+    scored = assign_users(spark, config, "e2e", new_ratings, new_users).toPandas()
+    scored["entity_id"] = (scored["user_id"] - 100_000).astype(str)
+    both = held.merge(scored, on="entity_id", suffixes=("", "_new"))
+    assert len(both) == 40 and (both["assigned_segment"] == both["assigned_segment_new"]).all()
+    assert ((both["probability"] - both["probability_new"]).abs() < 1e-6).all()
+    assert report_path(config, "e2e").is_file()
