@@ -11,6 +11,7 @@ adds nothing; a changed file replaces its own earlier rows (``replaceWhere`` on 
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ from pyspark.sql import types as T
 from seglake.config import EventsSource, SeglakeConfig, require_columns
 from seglake.errors import SeglakeError
 from seglake.stages import StageResult
-from seglake.tables import Tables, delta_exists, sql_string
+from seglake.tables import Tables, delta_exists, retry_conflicts, sql_string
 
 CORRUPT = "_corrupt_record"
 SPARK_TYPES = {
@@ -84,7 +85,10 @@ def read_raw(spark: SparkSession, paths: list[str], source: EventsSource) -> Dat
         reader = spark.read.schema(schema).option("mode", "PERMISSIVE")
         reader = reader.option("columnNameOfCorruptRecord", CORRUPT)
         if source.format == "csv":
-            reader = reader.option("header", "true")
+            # Check each file's header against the configured names: columns are then taken by
+            # name, and a file written with another delimiter or encoding fails naming the file
+            # instead of landing every row in the wrong column or in quarantine.
+            reader = reader.option("header", "true").option("enforceSchema", "false")
         frame = reader.options(**source.options).format(source.format).load(paths)
     else:
         frame = spark.read.options(**source.options).parquet(*paths)
@@ -187,11 +191,17 @@ def _already_ingested(spark: SparkSession, tables: Tables) -> set[tuple[str, int
 
 def _write_replacing_files(frame: DataFrame, path: str, files: list[str]) -> None:
     writer = frame.write.format("delta")
-    if delta_exists(frame.sparkSession, path):
-        predicate = f"_ingest_file IN ({', '.join(sql_string(f) for f in files)})"
-        writer.mode("overwrite").option("replaceWhere", predicate).save(path)
-    else:
-        writer.mode("append").save(path)
+
+    def write() -> None:
+        # Keyed by file: a concurrent ingest of the same files that commits first is replaced by
+        # the same rows, never duplicated.
+        if delta_exists(frame.sparkSession, path):
+            predicate = f"_ingest_file IN ({', '.join(sql_string(f) for f in files)})"
+            writer.mode("overwrite").option("replaceWhere", predicate).save(path)
+        else:
+            writer.mode("append").save(path)
+
+    retry_conflicts(write, path)
 
 
 def ingest(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResult:
@@ -237,11 +247,12 @@ def ingest(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResu
         raise
     except Exception as err:  # Spark's reader errors are Java stack traces: keep only the cause
         raise SeglakeError(f"events.path: could not read {source.path} as {source.format}: "
-                           f"{_first_line(err)}") from err
+                           f"{read_failure(err)}") from err
     input_rows = sum(r.input_rows for r in per_file)
     if input_rows == 0:
         classified.unpersist()
-        raise SeglakeError(f"events.path: the {len(new)} file(s) at {source.path} hold no rows")
+        names = ", ".join(f.path.rsplit("/", 1)[-1] for f in new[:5]) + (", ..." if len(new) > 5 else "")
+        raise SeglakeError(f"events.path: the {len(new)} file(s) at {source.path} hold no rows ({names})")
     names = list(source.columns)
     valid = classified.where(F.col("_reason").isNull()).select(*names, "_ingest_file", "_ingest_ts", "_ingest_run")
     rejected = classified.where(F.col("_reason").isNotNull()).select(
@@ -277,16 +288,51 @@ def _log_files(spark: SparkSession, tables: Tables, new: list[SourceFile], per_f
         rows, "file string, size long, modified long, run_id string, input_rows long, "
               "bronze_rows long, quarantined_rows long",
     ).withColumn("ingested_at", F.current_timestamp())
-    if not delta_exists(spark, tables.ingest_log):
-        log.write.format("delta").save(tables.ingest_log)
-        return
-    (
-        DeltaTable.forPath(spark, tables.ingest_log).alias("log")
-        .merge(log.alias("new"), "log.file = new.file")
-        .whenMatchedUpdateAll()
-        .whenNotMatchedInsertAll()
-        .execute()
-    )
+
+    def write() -> None:
+        if not delta_exists(spark, tables.ingest_log):
+            log.write.format("delta").mode("append").save(tables.ingest_log)
+            return
+        (
+            DeltaTable.forPath(spark, tables.ingest_log).alias("log")
+            .merge(log.alias("new"), "log.file = new.file")
+            .whenMatchedUpdateAll()
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+
+    retry_conflicts(write, tables.ingest_log)
+
+
+READ_FILE = re.compile(r"Encountered error while reading file (\S+?)\.?\s")
+CAUSE = re.compile(r"^Caused by: [\w.$]+: (.*)$")
+
+
+def read_failure(err: Exception) -> str:
+    """One line from a failed read of raw files: the file Spark names and the innermost cause.
+
+    Spark wraps a reader's error in job, stage and task exceptions, each with its Java frames; what a
+    user needs is the file (``FAILED_READ_FILE``) and the last ``Caused by`` message.
+    """
+    text = str(err)
+    lines = text.splitlines()
+    causes = [i for i, line in enumerate(lines) if CAUSE.match(line)]
+    if not causes:
+        return _first_line(err)
+    parts = [CAUSE.match(lines[causes[-1]]).group(1).strip()]
+    for line in lines[causes[-1] + 1:]:
+        if line.startswith(("\tat ", "\t...", "Caused by")):
+            break
+        if line.strip() and not line.startswith("CSV file:"):
+            parts.append(line.strip())
+    cause = " ".join(parts).rstrip(":")
+    if "CSV header" in cause:
+        cause += " (check events.columns, and sep and encoding in events.options)"
+    found = READ_FILE.search(text)
+    if found and found.group(1) not in cause:
+        cause = f"{found.group(1)}: {cause}"
+    # A header read in the wrong encoding quotes NULs and control bytes: keep the line printable.
+    return re.sub(r"[\x00-\x1f\x7f]", "", cause)[:600]
 
 
 def _first_line(err: Exception) -> str:

@@ -41,8 +41,10 @@ from sklearn.metrics import silhouette_score
 
 from seglake.config import SeglakeConfig
 from seglake.errors import SeglakeError
-from seglake.models import TRANSFORM, record_run, save_model, write_manifest
+from seglake.drift import training_bins
+from seglake.models import TRANSFORM, library_versions, record_run, save_model, write_manifest
 from seglake.prepare import (
+    ENTITY_ID,
     FEATURES,
     feature_columns,
     filter_condition,
@@ -97,6 +99,22 @@ def fit_clustering(data: DataFrame, algorithm: str, k: int, seed: int, max_iter:
     else:
         raise SeglakeError(f"sweep.algorithm: unknown algorithm '{algorithm}'")
     return estimator.setFeaturesCol(FEATURES).setPredictionCol(PREDICTION).fit(data)
+
+
+ENTITIES_PER_PARTITION = 50_000
+
+
+def stable_layout(kept: DataFrame, rows: int) -> DataFrame:
+    """``kept`` hash-partitioned by entity id into ``ceil(rows / 50,000)`` partitions, each sorted.
+
+    k-means|| draws its initial centres per partition and in row order, and the silhouette sample is
+    drawn per partition too, so the same entities laid out differently (silver written by another
+    number of tasks, shuffle blocks fetched in another order by a cluster's executors) give other
+    segments. A layout that depends only on the rows gives the same segments in local mode and on
+    any cluster, and lets the segment stage refit exactly the sweep's model.
+    """
+    partitions = max(1, math.ceil(rows / ENTITIES_PER_PARTITION))
+    return kept.repartition(partitions, ENTITY_ID).sortWithinPartitions(ENTITY_ID)
 
 
 def cluster_centers(model) -> list[list[float]]:
@@ -155,10 +173,14 @@ def center_metrics(labelled: DataFrame, centers: list[list[float]]) -> tuple[lis
 def silhouette_sample(data: DataFrame, size: int, rows: int, seed: int) -> DataFrame:
     """A seeded random sample of at most ``size`` of the ``rows`` entities, persisted.
 
-    Persisted so that every k scores the very same entities.
+    The entities with the smallest seeded hash of their id: the same ones however the rows are
+    partitioned or ordered (a per-partition Bernoulli sample and a bare limit are not). Persisted so
+    that every k scores the very same entities.
     """
-    fraction = min(1.0, 1.2 * size / rows)  # a margin, then a hard cap: Bernoulli sampling overshoots
-    sample = data.sample(withReplacement=False, fraction=fraction, seed=seed).limit(size)
+    key = F.xxhash64(ENTITY_ID, F.lit(seed))
+    fraction = min(1.0, 1.2 * size / rows)  # a margin before sorting, then the hard cap
+    sample = data.where(F.pmod(key, F.lit(1_000_000)) < F.lit(math.ceil(fraction * 1_000_000)))
+    sample = sample.orderBy(key, ENTITY_ID).limit(size)
     sample = sample.persist(StorageLevel.MEMORY_AND_DISK)
     sample.count()
     return sample
@@ -317,7 +339,7 @@ def sweep(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResul
     if kept_rows <= ks[-1]:
         raise SeglakeError(f"sweep: only {kept_rows:,} entities pass the filter; k up to {ks[-1]} "
                            f"needs more (lower sweep.k_max or loosen filter)")
-    kept = entities.where(filter_condition(entities, config.filter))
+    kept = stable_layout(entities.where(filter_condition(entities, config.filter)), kept_rows)
     transform = fit_transform_pipeline(kept, features, categorical, config.transform)
     folder = tables.models(run_id)
     save_model(transform, f"{folder}/{TRANSFORM}")
@@ -331,6 +353,8 @@ def sweep(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResul
     finally:
         sample.unpersist()
         data.unpersist()
+    # Cut points for drift, on the very rows the transform and clustering were fitted on.
+    bins = training_bins(kept, features, config.drift.bins)
     chosen, reason = choose_k(
         ks, [m.sse for m in metrics], [m.silhouette_exact for m in metrics], pinned=settings.k,
         shares=[m.min_cluster_share for m in metrics], min_share=settings.min_share,
@@ -346,6 +370,13 @@ def sweep(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResul
         "entities": total, "kept": kept_rows, "kept_fraction": kept_fraction,
         "filter": config.filter.model_dump(), "transform": config.transform.model_dump(),
         "features": features, "categorical": categorical, "sweep": settings.model_dump(),
+        "feature_types": {f.name: f.dataType.simpleString() for f in entities.schema.fields
+                          if f.name in (*features, *categorical)},
+        "feature_definitions": ({n: d.model_dump() for n, d in config.features.definitions.items()}
+                                if config.events is not None else None),
+        "entity_id_column": (config.features.entity if config.events is not None
+                             else config.entities.id if config.entities is not None else None),
+        "drift_bins": bins, "versions": library_versions(),
         "chosen_k": chosen, "reason": reason, "artefacts": {"transform": TRANSFORM},
     })
     record_run(spark, config, run_id, "sweep", total, len(metrics), kept_fraction, chosen, reason)

@@ -8,10 +8,24 @@ write leaves the previous version readable.
 
 from __future__ import annotations
 
+import random
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+from delta.exceptions import (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    DeltaConcurrentModificationException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
@@ -88,10 +102,73 @@ def write_run(
     check_run_id(run_id)
     writer = df.write.format("delta").option("mergeSchema", "true")
     spark = df.sparkSession
-    if delta_exists(spark, path):
-        writer.mode("overwrite").option("replaceWhere", f"run_id = '{run_id}'").save(path)
-    else:
-        writer.mode("overwrite").partitionBy(*partition_by).save(path)
+
+    def write() -> None:
+        if delta_exists(spark, path):
+            writer.mode("overwrite").option("replaceWhere", f"run_id = '{run_id}'").save(path)
+        else:
+            writer.mode("overwrite").partitionBy(*partition_by).save(path)
+
+    retry_conflicts(write, path)
+
+
+# Delta's optimistic concurrency: a commit that loses a race raises one of these. The Python classes
+# do not share a base class, hence the list.
+CONFLICTS = (
+    DeltaConcurrentModificationException, ConcurrentWriteException, MetadataChangedException,
+    ProtocolChangedException, ConcurrentAppendException, ConcurrentDeleteReadException,
+    ConcurrentDeleteDeleteException, ConcurrentTransactionException,
+)
+CONFLICT_ATTEMPTS = 5
+_CONFLICT_NAMES = {cls.__name__ for cls in CONFLICTS}
+
+T = TypeVar("T")
+
+
+def is_conflict(err: BaseException) -> bool:
+    """True for a lost Delta commit race, whether raised as delta-spark's Python exception or as
+    the Java one: ``DataFrameWriter.save`` surfaces ``io.delta.exceptions.*`` (e.g. two writers
+    creating one table: ``ProtocolChangedException``) as a plain ``Py4JJavaError``."""
+    if isinstance(err, CONFLICTS):
+        return True
+    java = getattr(err, "java_exception", None)
+    while java is not None:
+        name = java.getClass().getName()
+        if name.startswith("io.delta.exceptions.") and name.rsplit(".", 1)[-1] in _CONFLICT_NAMES:
+            return True
+        java = java.getCause()
+    return False
+
+
+def retry_conflicts(write: Callable[[], T], path: str, attempts: int = CONFLICT_ATTEMPTS) -> T:
+    """Run an idempotent Delta write, again after a lost commit race, at most ``attempts`` times.
+
+    Two runs writing one lakehouse at once (two run ids, or two ingests of the same new files) race
+    for the same commit, or both try to create a table; the loser's write is keyed (by run id, by
+    file) so repeating it gives the rows a lone writer would have. ``write`` must decide again
+    whether the table exists: the winner may just have created it.
+
+    Raises
+    ------
+    SeglakeError
+        When every attempt lost a race: names the table and the last conflict.
+    """
+    for attempt in range(1, attempts):
+        try:
+            return write()
+        except Exception as err:
+            if not is_conflict(err):
+                raise
+            # Jittered backoff so that two losers do not collide again on the next attempt.
+            time.sleep(random.uniform(0.5, 1.5) * attempt)
+    try:
+        return write()
+    except Exception as err:
+        if not is_conflict(err):
+            raise
+        cause = (str(err).strip().splitlines() or [""])[0][:300]
+        raise SeglakeError(f"{path}: other writers kept committing to this table at the same time; "
+                           f"gave up after {attempts} attempts ({type(err).__name__}: {cause})") from err
 
 
 def sql_string(value: str) -> str:
