@@ -11,7 +11,7 @@ DEMO_EVENTS ?= 300000
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,text]'
 	touch $(STAMP)
 
 # Installs the package and fetches the Delta jars once into ~/.cache/seglake (offline afterwards).
@@ -27,11 +27,13 @@ demo: setup
 	$(RUN) --config conf/tiktok_users.yaml
 	$(RUN) --config conf/tiktok_profiles.yaml
 	$(RUN) --config conf/tiktok_claims.yaml
+	$(RUN) --config conf/movielens.yaml
 	@echo
 	@echo "outputs (Delta tables under $(LAKEHOUSE)/<use case>/):"
 	@echo "  tiktok_users    bronze/{events,quarantine,ingest_log} silver/entities gold/{sweep,runs,segments,profiles,clusters,cluster_quality,explanations,descriptions} models/demo/"
 	@echo "  tiktok_profiles silver/entities gold/... models/demo/"
 	@echo "  tiktok_claims   bronze/quarantine gold/classifier_metrics models/demo/classifier/"
+	@echo "  movielens       bronze/{ratings,users,items,quarantine} silver/entities gold/{als_metrics,sweep,segments,top_titles,segment_demographics,genre_preference,assignments,assigner_metrics} models/demo/assigner/"
 	@echo "reports: $(LAKEHOUSE)/tiktok_users/reports/demo/index.html  $(LAKEHOUSE)/tiktok_profiles/reports/demo/index.html"
 
 # The report test opens reports in Debian's headless Chromium; install it once if it is missing.
@@ -42,8 +44,11 @@ browser:
 test: setup browser
 	$(BIN)/python -m pytest tests
 
+# Synthetic events through every users stage beside DuckDB and the seed's pandas way; appends a dated
+# section to BENCHMARKS.md. Add 100M with `make bench BENCH_SIZES=1M,10M,100M` (see BENCHMARKS.md).
+BENCH_SIZES ?= 1M,10M
 bench: setup
-	$(BIN)/python bench/bench_synth.py
+	BENCH_SIZES=$(BENCH_SIZES) $(BIN)/python bench/bench_pipeline.py
 
 clean:
 	rm -rf $(VENV) lakehouse data/demo spark-warehouse metastore_db

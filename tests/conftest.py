@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+# The standalone cluster, its small input and the local-mode reference run, shared by the cluster
+# and fault tests (session-scoped: started once).
+from standalone import local_reference, small_events, standalone_cluster  # noqa: F401,E402
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

@@ -1,4 +1,4 @@
-"""The ``seglake`` command: set-up, synthetic data and pipeline runs.
+"""The ``seglake`` command: set-up, synthetic data, pipeline runs and scoring.
 
 Errors a user can cause print as one line on stderr with exit code 2; nothing else is caught.
 """
@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from seglake.errors import SeglakeError
+
+DRIFT_EXIT = 3  # `score --fail-on-drift` found a flagged feature: distinct from user errors (2)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +38,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--master", help="Spark master URL (default: config, then local[*])")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key, e.g. --set sweep.k_max=12 (repeatable)")
+    run.add_argument("--no-tracking", action="store_true",
+                     help="do not log this run to MLflow (default: the config's tracking section)")
+
+    score = commands.add_parser("score", help="segment new events or entity rows with a trained run")
+    score.add_argument("--config", required=True, help="the conf/*.yaml the model run was trained with")
+    score.add_argument("--model-run", required=True, help="run id whose sweep and segment stages ran")
+    score.add_argument("--input", required=True,
+                       help="file, folder or glob of raw events or entity rows (the config's format)")
+    score.add_argument("--run-id", help="keys the scoring run's rows (default: a UTC timestamp)")
+    score.add_argument("--fail-on-drift", action="store_true",
+                       help=f"exit {DRIFT_EXIT} when a feature's PSI reaches drift.flag")
+    score.add_argument("--master", help="Spark master URL (default: config, then local[*])")
+    score.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set drift.flag=0.3 (repeatable)")
 
     classify = commands.add_parser("classify", help="score records with a saved claim classifier")
     classify.add_argument("--model", required=True,
@@ -63,6 +79,25 @@ def _classify(args: argparse.Namespace) -> None:
           f"({fmt} to {args.output or 'stdout'})", file=sys.stderr)
 
 
+def _score(args: argparse.Namespace) -> int:
+    from seglake.config import load_config
+    from seglake.pipeline import default_run_id
+    from seglake.score import score
+    from seglake.session import build_spark
+
+    config = load_config(args.config, args.set)
+    run_id = args.run_id or default_run_id()
+    spark = build_spark(f"seglake-{config.name}-score", args.master or config.spark.master, config.spark.conf)
+    print(f"[score] start: {config.name}, run {run_id}, model run {args.model_run}")
+    result = score(spark, config, args.model_run, args.input, run_id)
+    print(result.line())
+    if args.fail_on_drift and result.details["flagged"]:
+        print(f"seglake: drift flagged for {', '.join(result.details['flagged'])} "
+              f"(PSI >= drift.flag {config.drift.flag}); see gold/drift run {run_id}", file=sys.stderr)
+        return DRIFT_EXIT
+    return 0
+
+
 def _synth(args: argparse.Namespace) -> None:
     from seglake.synth import generate
 
@@ -81,13 +116,13 @@ def _synth(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     from seglake.config import load_config
-    from seglake.pipeline import run_stages
     from seglake.session import build_spark
+    from seglake.tracking import run_tracked
 
     config = load_config(args.config, args.set)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
     spark = build_spark(f"seglake-{config.name}", args.master or config.spark.master, config.spark.conf)
-    run_stages(spark, config, stages, args.run_id)
+    run_tracked(spark, config, stages, args.run_id, enabled=not args.no_tracking)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _synth(args)
         elif args.command == "run":
             _run(args)
+        elif args.command == "score":
+            return _score(args)
         elif args.command == "classify":
             _classify(args)
     except SeglakeError as err:
@@ -119,11 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _cause(err: Exception) -> str:
-    """The most telling line of a Spark error: a Python worker's exception line if there is one."""
+    """The most telling line of a Spark error: a Python worker's exception line if there is one,
+    else the innermost Java cause (the first line of a Py4J error only names the JVM call)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     worker = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception): ", line)
               and not line.startswith(("org.apache", "java.", "py4j"))]
-    return worker[-1] if worker else (lines[0] if lines else type(err).__name__)
+    causes = [line.split(": ", 2)[-1] for line in lines if line.startswith("Caused by: ")]
+    return worker[-1] if worker else causes[-1] if causes else lines[0] if lines else type(err).__name__
 
 
 def _is_spark_error(err: Exception) -> bool:

@@ -229,6 +229,20 @@ class ExplainConfig(Strict):
     noun: str = Field("entities", min_length=1, max_length=40)
 
 
+class DriftConfig(Strict):
+    """Population stability of scored batches against the training entities (``seglake score``)."""
+
+    bins: int = Field(10, ge=2, le=100)
+    warn: float = Field(0.1, gt=0.0)
+    flag: float = Field(0.25, gt=0.0)
+
+    @model_validator(mode="after")
+    def _order(self) -> "DriftConfig":
+        if self.flag < self.warn:
+            raise ValueError(f"flag ({self.flag}) is below warn ({self.warn})")
+        return self
+
+
 class LogisticRegressionParams(Strict):
     """Spark ML LogisticRegression settings for the claim classifier."""
 
@@ -282,6 +296,108 @@ class ClassifierConfig(Strict):
         return self
 
 
+class AlsSettings(Strict):
+    """Spark MLlib ALS on explicit ratings: user taste embeddings and their held-out error."""
+
+    rank: int = Field(20, ge=2, le=200)
+    reg_param: float = Field(0.1, ge=0.0)
+    max_iter: int = Field(15, ge=1)
+    seed: int = 0
+    holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9)
+
+
+class AssignerSettings(Strict):
+    """Multi-class XGBoost that assigns (new) users to segments from ratings + demographics."""
+
+    holdout_fraction: float = Field(0.3, gt=0.0, lt=0.9)
+    seed: int = 0
+    trees: int = Field(200, ge=1)
+    max_depth: int = Field(4, ge=1, le=16)
+    learning_rate: float = Field(0.1, gt=0.0, le=1.0)
+
+
+class RatingsSource(Strict):
+    """Explicit ratings plus user demographics and item titles/genres (MovieLens ``ml-100k`` layout)."""
+
+    ratings: str
+    users: str
+    items: str
+    genres: str
+    ratings_separator: str = Field("\t", min_length=1, max_length=1)
+    separator: str = Field("|", min_length=1, max_length=1)
+    # The charsets Spark's text readers accept; ml-100k's titles are latin-1 (ISO-8859-1).
+    encoding: Literal["iso-8859-1", "us-ascii", "utf-8", "utf-16", "utf-16be", "utf-16le", "utf-32"] = (
+        "iso-8859-1"
+    )
+    demographics: list[Literal["gender", "occupation"]] = Field(
+        default_factory=lambda: ["gender", "occupation"]
+    )
+    demographics_weight: float = Field(1.0, ge=0.0)
+    als: AlsSettings = Field(default_factory=AlsSettings)
+    top_titles: int = Field(10, ge=1, le=100)
+    assigner: AssignerSettings = Field(default_factory=AssignerSettings)
+
+
+class TrackingConfig(Strict):
+    """MLflow tracking of every run: params, per-stage metrics and artifacts (``seglake.tracking``).
+
+    Without ``tracking_uri`` a local lakehouse gets an SQLite store beside its tables; a lakehouse
+    URI (``s3a://``, ``dbfs:/``) without one turns tracking off with a printed line.
+    """
+
+    enabled: bool = True
+    tracking_uri: str | None = None
+    experiment: str | None = Field(None, min_length=1, max_length=500)
+    artifact_location: str | None = None
+
+    @field_validator("tracking_uri", "artifact_location", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # `${MLFLOW_TRACKING_URI:-}` expands to "" when the variable is unset: that means "default".
+        return None if value == "" else value
+
+
+class TextsSource(Strict):
+    """Short texts (captions, bios, transcripts) or lists of tokens (hashtags), one row per id."""
+
+    path: str
+    format: Literal["csv", "parquet", "delta"] = "csv"
+    id: str
+    text: str
+    group: str | None = None
+    items: Literal["text", "list"] = "text"
+    options: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _names(self) -> "TextsSource":
+        for name in (self.id, self.text, *([self.group] if self.group else [])):
+            _check_identifier(name)
+        return self
+
+
+class TextClustersConfig(Strict):
+    """Sentence embeddings, KMeans per group with k chosen by silhouette, a 2-D map, keywords."""
+
+    embedder: Literal["minilm", "tfidf_svd"] = "minilm"
+    k: int | None = Field(None, ge=2)
+    k_min: int = Field(2, ge=2)
+    k_max: int = Field(8, ge=2)
+    seed: int = 0
+    silhouette_sample: int = Field(5000, ge=100)
+    map_sample: int = Field(5000, ge=10)
+    min_group_size: int = Field(20, ge=4)
+    keywords: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    svd_components: int = Field(100, ge=2)
+    umap_neighbors: int = Field(15, ge=2)
+
+    @model_validator(mode="after")
+    def _range(self) -> "TextClustersConfig":
+        if self.k_max < self.k_min:
+            raise ValueError(f"k_max ({self.k_max}) is below k_min ({self.k_min})")
+        return self
+
+
 class SeglakeConfig(Strict):
     """A whole use case: where tables live, what the source is, and each stage's settings."""
 
@@ -296,14 +412,21 @@ class SeglakeConfig(Strict):
     sweep: SweepConfig = Field(default_factory=SweepConfig)
     density: DensityConfig = Field(default_factory=DensityConfig)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
     classifier: ClassifierConfig | None = None
+    ratings: RatingsSource | None = None
+    texts: TextsSource | None = None
+    text_clusters: TextClustersConfig = Field(default_factory=TextClustersConfig)
     source_file: str = Field("", exclude=True)
     config_hash: str = Field("", exclude=True)
 
     @model_validator(mode="after")
     def _one_source(self) -> "SeglakeConfig":
-        if (self.events is None) == (self.entities is None):
-            raise ValueError("give exactly one source: 'events' (raw logs) or 'entities' (a table)")
+        sources = [self.events, self.entities, self.ratings, self.texts]
+        if sum(source is not None for source in sources) != 1:
+            raise ValueError("give exactly one source: 'events' (raw logs), 'entities' (a table), "
+                             "'ratings' (ratings + users + items files) or 'texts' (short texts)")
         return self
 
 
@@ -389,9 +512,13 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     base = file.resolve().parent
     if isinstance(raw.get("lakehouse"), str):
         raw["lakehouse"] = _resolve(raw["lakehouse"], base)
-    for section in ("events", "entities"):
+    for section in ("events", "entities", "texts"):
         if isinstance(raw.get(section), dict) and isinstance(raw[section].get("path"), str):
             raw[section]["path"] = _resolve(raw[section]["path"], base)
+    if isinstance(raw.get("ratings"), dict):
+        for key in ("ratings", "users", "items", "genres"):
+            if isinstance(raw["ratings"].get(key), str):
+                raw["ratings"][key] = _resolve(raw["ratings"][key], base)
     raw["config_hash"] = hashlib.sha256(yaml.safe_dump(raw, sort_keys=True).encode()).hexdigest()[:16]
     raw["source_file"] = str(file)
     try:

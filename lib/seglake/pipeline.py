@@ -19,17 +19,26 @@ Stage = Callable[[SparkSession, SeglakeConfig, str], StageResult]
 # every stage's heavy libraries (UMAP, SHAP, ...). A config runs those that apply to its source.
 STAGES: dict[str, str] = {
     "ingest": "seglake.ingest:ingest",
+    "ratings": "seglake.movielens:ingest_ratings",
     "features": "seglake.features:build_entities",
     "sweep": "seglake.sweep:sweep",
     "segment": "seglake.segment:segment",
+    "tastes": "seglake.tastes:tastes",
+    "assign": "seglake.assigner:assign",
     "density": "seglake.density:density",
     "explain": "seglake.explain:explain",
     "classify": "seglake.claims:train_classifier",
+    "text": "seglake.text:text_clusters",
     "report": "seglake.report:build_report",
 }
 EVENTS_ONLY = {"ingest"}
 # A config with a `classifier` section trains a classifier instead of segmenting.
 CLASSIFIER_STAGES = ["classify"]
+# A config with a `ratings` section (MovieLens layout) embeds users with ALS, then segments them.
+RATINGS_STAGES = ["ratings", "sweep", "segment", "tastes", "assign", "report"]
+RATINGS_ONLY = {"ratings", "tastes", "assign"}
+# A config with a `texts` section clusters short texts (embeddings, KMeans per group, keywords).
+TEXT_STAGES = ["text"]
 
 
 def stage_function(name: str) -> Stage:
@@ -42,12 +51,18 @@ def stages_for(config: SeglakeConfig) -> list[str]:
     """The stages a config supports, in order.
 
     ``ingest`` only applies to an events source; a config with a ``classifier`` section runs the
-    classifier stage only; every other config runs the segmentation stages.
+    classifier stage only; a ``ratings`` config runs :data:`RATINGS_STAGES`; every other config
+    runs the segmentation stages.
     """
     if config.classifier is not None:
         return list(CLASSIFIER_STAGES)
+    if config.ratings is not None:
+        return list(RATINGS_STAGES)
+    if config.texts is not None:
+        return list(TEXT_STAGES)
     return [s for s in STAGES
-            if s not in CLASSIFIER_STAGES and (config.events is not None or s not in EVENTS_ONLY)]
+            if s not in CLASSIFIER_STAGES and s not in RATINGS_ONLY and s not in TEXT_STAGES
+            and (config.events is not None or s not in EVENTS_ONLY)]
 
 
 def default_run_id() -> str:
@@ -61,8 +76,11 @@ def run_stages(
     stages: list[str] | None = None,
     run_id: str | None = None,
     echo: Callable[[str], None] = print,
+    on_stage: Callable[[StageResult], None] | None = None,
 ) -> list[StageResult]:
     """Run the named stages (default: all the config supports) in pipeline order.
+
+    This runs without MLflow; :func:`seglake.tracking.run_tracked` wraps it in a tracked run.
 
     Parameters
     ----------
@@ -74,12 +92,36 @@ def run_stages(
         Keys every gold write; defaults to a UTC timestamp.
     echo : callable
         Where progress lines go.
+    on_stage : callable, optional
+        Called with each stage's result as soon as the stage finishes (so a caller keeps the
+        results of the stages that finished when a later one fails).
 
     Returns
     -------
     list of StageResult
     """
     run_id = check_run_id(run_id or default_run_id())
+    results = []
+    for name in plan_stages(config, stages):
+        echo(f"[{name}] start: {config.name}, run {run_id}")
+        started = time.monotonic()
+        result = stage_function(name)(spark, config, run_id)
+        result.seconds = time.monotonic() - started
+        echo(result.line())
+        results.append(result)
+        if on_stage is not None:
+            on_stage(result)
+    return results
+
+
+def plan_stages(config: SeglakeConfig, stages: list[str] | None = None) -> list[str]:
+    """The stages to run, in pipeline order: ``stages`` (default: all the config supports).
+
+    Raises
+    ------
+    SeglakeError
+        For an unknown stage name or a stage the config's source does not support.
+    """
     supported = stages_for(config)
     wanted = stages or supported
     unknown = [s for s in wanted if s not in STAGES]
@@ -91,12 +133,4 @@ def run_stages(
             f"{config.source_file}: stage(s) {', '.join(unsupported)} do not apply to this config "
             f"(it supports: {', '.join(supported)})"
         )
-    results = []
-    for name in [s for s in STAGES if s in wanted]:
-        echo(f"[{name}] start: {config.name}, run {run_id}")
-        started = time.monotonic()
-        result = stage_function(name)(spark, config, run_id)
-        result.seconds = time.monotonic() - started
-        echo(result.line())
-        results.append(result)
-    return results
+    return [s for s in STAGES if s in wanted]
