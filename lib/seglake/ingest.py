@@ -189,17 +189,30 @@ def _already_ingested(spark: SparkSession, tables: Tables) -> set[tuple[str, int
     return {(r.file, r.size, r.modified) for r in rows}  # one row per file: small by construction
 
 
+def _create_empty(frame: DataFrame, path: str) -> None:
+    """Create the Delta table at ``path`` with ``frame``'s schema unless it exists (or another
+    writer created it meanwhile: then its creation conflict is not an error)."""
+    spark = frame.sparkSession
+    if delta_exists(spark, path):
+        return
+    try:
+        DeltaTable.createIfNotExists(spark).location(path).addColumns(frame.schema).execute()
+    except Exception:
+        if not delta_exists(spark, path):
+            raise
+
+
 def _write_replacing_files(frame: DataFrame, path: str, files: list[str]) -> None:
     writer = frame.write.format("delta")
 
     def write() -> None:
         # Keyed by file: a concurrent ingest of the same files that commits first is replaced by
-        # the same rows, never duplicated.
-        if delta_exists(frame.sparkSession, path):
-            predicate = f"_ingest_file IN ({', '.join(sql_string(f) for f in files)})"
-            writer.mode("overwrite").option("replaceWhere", predicate).save(path)
-        else:
-            writer.mode("append").save(path)
+        # the same rows, never duplicated. The table is created empty first because two blind
+        # appends into an empty folder can both land; a replaceWhere over files reads them, so the
+        # later of two commits conflicts and is retried.
+        _create_empty(frame, path)
+        predicate = f"_ingest_file IN ({', '.join(sql_string(f) for f in files)})"
+        writer.mode("overwrite").option("replaceWhere", predicate).save(path)
 
     retry_conflicts(write, path)
 
@@ -290,9 +303,7 @@ def _log_files(spark: SparkSession, tables: Tables, new: list[SourceFile], per_f
     ).withColumn("ingested_at", F.current_timestamp())
 
     def write() -> None:
-        if not delta_exists(spark, tables.ingest_log):
-            log.write.format("delta").mode("append").save(tables.ingest_log)
-            return
+        _create_empty(log, tables.ingest_log)  # a MERGE reads the log: concurrent ones conflict
         (
             DeltaTable.forPath(spark, tables.ingest_log).alias("log")
             .merge(log.alias("new"), "log.file = new.file")

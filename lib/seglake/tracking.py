@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import math
 import os
 import re
@@ -164,6 +165,10 @@ def open_experiment(target: TrackingTarget):
     """
     from mlflow.tracking import MlflowClient
 
+    # MLflow and alembic announce a new store's schema at INFO on stderr, which would bury the
+    # one-line error a failing run ends with; their warnings still show.
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         with _store_lock(target.tracking_uri):
             client = MlflowClient(tracking_uri=target.tracking_uri)
