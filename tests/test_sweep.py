@@ -213,6 +213,26 @@ def test_sweep_on_planted_blobs_chooses_k_and_writes_gold(spark, tmp_path, lakeh
     assert manifest["features"] == FEATURES and manifest["chosen_k"] == 4
 
 
+def test_sweep_past_fit_sample_fits_a_seeded_sample_and_still_finds_k(spark, tmp_path, lakehouse):
+    frame = blob_entities(4, 3000, seed=2)
+    config = case_config(tmp_path, lakehouse, "sweep: {k_min: 2, k_max: 6, silhouette_sample: 400, "
+                         "fit_sample: 1000}\n")
+    write_entities(spark, config, frame)
+    result = sweep(spark, config, "r1")
+    fit_rows = result.details["fit_rows"]
+    assert 850 <= fit_rows <= 1150, fit_rows  # a hash share, not an exact count
+    assert result.details["chosen_k"] == 4, result.message
+    assert f"each k fitted on a seeded sample of {fit_rows:,}" in result.message
+    gold = spark.read.format("delta").load(Tables.of(config).gold("sweep")).toPandas()
+    assert (gold["cluster_sizes"].map(sum) == fit_rows).all()
+    manifest = json.loads((lakehouse / "t" / "models" / "r1" / "manifest.json").read_text())
+    assert manifest["kept"] == 3000 and manifest["fit_rows"] == fit_rows
+    # The same seed picks the same entities: a re-run measures the very same curves.
+    again = sweep(spark, config, "r2")
+    assert again.details["fit_rows"] == fit_rows
+    assert [m.sse for m in again.details["metrics"]] == [m.sse for m in result.details["metrics"]]
+
+
 def test_sweep_needs_entities_and_enough_rows(spark, tmp_path, lakehouse):
     config = case_config(tmp_path, lakehouse, "sweep: {k_max: 9}\n")
     with pytest.raises(SeglakeError, match="run the 'features' stage first"):

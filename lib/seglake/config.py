@@ -169,6 +169,7 @@ class SweepConfig(Strict):
     seed: int = 0
     max_iter: int = Field(30, ge=1)
     silhouette_sample: int = Field(10_000, ge=100)
+    fit_sample: int | None = Field(250_000, ge=1_000)
     min_share: float = Field(0.005, ge=0.0, lt=0.5)
 
     @model_validator(mode="after")

@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 
 from delta.tables import DeltaTable
-from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -72,10 +71,14 @@ def _source_file(status) -> SourceFile:
 
 
 def read_raw(spark: SparkSession, paths: list[str], source: EventsSource) -> DataFrame:
-    """Read raw files with every configured column as text, plus ``_ingest_file`` and ``_raw``.
+    """Read raw files: every configured column, ``_corrupt_record``, ``_ingest_file`` and ``_row``.
 
-    Text first so that a wrong type becomes a quarantined row with a reason instead of a failed job
-    or a silent null.
+    CSV and JSON columns are read as text, so that a wrong type becomes a quarantined row with a
+    reason instead of a failed job or a silent null. Parquet columns keep their own type where it is
+    already the configured one (typing 100M values by printing and re-parsing them would cost more
+    than the rest of ingest); any other Parquet column is read as text and typed like CSV.
+    ``_row`` numbers rows within the scan (the same numbers each time the same files are scanned),
+    so that "the first copy" of a duplicated row is well defined.
     """
     names = list(source.columns)
     if source.format in ("csv", "json"):
@@ -93,17 +96,20 @@ def read_raw(spark: SparkSession, paths: list[str], source: EventsSource) -> Dat
     else:
         frame = spark.read.options(**source.options).parquet(*paths)
         require_columns(frame.columns, names, "events.columns", f"the Parquet files under {source.path}")
-        frame = frame.select(*[F.col(c).cast("string").alias(c) for c in names])
+        types = {f.name: f.dataType for f in frame.schema.fields}
+        frame = frame.select(*[
+            F.col(c) if types[c] == SPARK_TYPES[t] else F.col(c).cast("string").alias(c)
+            for c, t in source.columns.items()
+        ])
         frame = frame.withColumn(CORRUPT, F.lit(None).cast("string"))
-    raw_text = _raw_text(frame, names, source.format)
-    return frame.select(
-        *names, CORRUPT, raw_text.alias("_raw"), F.col("_metadata.file_path").alias("_ingest_file")
-    )
+    return frame.select(*names, CORRUPT, F.col("_metadata.file_path").alias("_ingest_file"),
+                        F.monotonically_increasing_id().alias("_row"))
 
 
 def _raw_text(frame: DataFrame, names: list[str], fmt: str) -> Column:
+    """The input row as text: the malformed line itself, or the row rebuilt from its columns."""
     if fmt == "csv":
-        rebuilt = F.concat_ws(",", *[F.coalesce(F.col(c), F.lit("")) for c in names])
+        rebuilt = F.concat_ws(",", *[F.coalesce(F.col(c).cast("string"), F.lit("")) for c in names])
     else:
         rebuilt = F.to_json(F.struct(*names))
     return F.coalesce(F.col(CORRUPT), rebuilt)
@@ -115,22 +121,29 @@ def classify_events(raw: DataFrame, source: EventsSource) -> DataFrame:
     Parameters
     ----------
     raw : DataFrame
-        Output of :func:`read_raw`: text columns, ``_corrupt_record``, ``_raw``, ``_ingest_file``.
+        Output of :func:`read_raw`: the configured columns, ``_corrupt_record``, ``_ingest_file``
+        and ``_row``.
     source : EventsSource
         Column types and value rules.
 
     Returns
     -------
     DataFrame
-        Typed columns, ``_raw``, ``_ingest_file`` and ``_reason``.
+        Typed columns, ``_raw``, ``_ingest_file`` and ``_reason``. ``_raw`` (the input row as text) is
+        only filled where ``_reason`` is set: rendering every valid row as text would cost more
+        than typing it. With ``rules.dedupe`` two small Spark jobs run here to find the duplicates.
     """
     rules = source.rules
+    kinds = {f.name: f.dataType for f in raw.schema.fields}
+    text = {c: isinstance(kinds[c], T.StringType) for c in source.columns}
     typed = {c: F.col(c).try_cast(SPARK_TYPES[t]) for c, t in source.columns.items()}
-    checks: list[Column] = []
-    for name, value in typed.items():
-        present = F.col(name).isNotNull() & (F.trim(F.col(name)) != "")
-        checks.append(F.when(present & value.isNull(), F.lit(f"bad_type:{name}")))
-    checks += [F.when(F.col(c).isNull() | (F.trim(F.col(c)) == ""), F.lit(f"null:{c}")) for c in rules.not_null]
+
+    def present(name: str) -> Column:
+        return F.col(name).isNotNull() & (F.trim(F.col(name)) != "") if text[name] else F.col(name).isNotNull()
+
+    checks: list[Column] = [F.when(present(name) & value.isNull(), F.lit(f"bad_type:{name}"))
+                            for name, value in typed.items() if text[name]]
+    checks += [F.when(~present(c), F.lit(f"null:{c}")) for c in rules.not_null]
     checks += [F.when(typed[c] < 0, F.lit(f"negative:{c}")) for c in rules.non_negative]
     checks += [
         F.when(~typed[c].isin(allowed), F.lit(f"not_allowed:{c}")) for c, allowed in rules.allowed_values.items()
@@ -138,22 +151,53 @@ def classify_events(raw: DataFrame, source: EventsSource) -> DataFrame:
     reason = F.when(F.col(CORRUPT).isNotNull(), F.lit("malformed_line")).otherwise(
         F.nullif(F.concat_ws(";", *checks), F.lit(""))
     )
-    classified = raw.select(
-        *[value.alias(name) for name, value in typed.items()],
-        "_raw", "_ingest_file", reason.alias("_reason"), F.monotonically_increasing_id().alias("_row"),
-    )
+    names = list(source.columns)
+    checked = raw.withColumn("_reason", reason)
     if rules.dedupe:
-        # The first copy (by file, then position) stays; every later exact copy is quarantined.
-        names = list(source.columns)
-        order = Window.partitionBy(*names, F.col("_reason").isNull()).orderBy("_ingest_file", "_row")
-        copy_number = F.row_number().over(order)
-        classified = classified.withColumn(
-            "_reason",
-            F.when(F.col("_reason").isNull() & (copy_number > 1), F.lit("duplicate_row")).otherwise(
-                F.col("_reason")
-            ),
-        )
-    return classified.drop("_row")
+        checked = _mark_duplicates(checked, names)
+    raw_text = _raw_text(checked, names, source.format)
+    return checked.select(
+        *[value.alias(name) for name, value in typed.items()],
+        F.when(F.col("_reason").isNotNull(), raw_text).alias("_raw"), "_ingest_file", "_reason",
+    )
+
+
+# Largest number of repeated row values (and of later copies) that are broadcast to mark duplicates
+# where each row is; past it one window over every row does the same (a sort of the whole batch).
+BROADCAST_DUPLICATES = 2_000_000
+
+
+def _mark_duplicates(checked: DataFrame, names: list[str]) -> DataFrame:
+    """Quarantine every exact copy of a valid row but the first (by file, then position).
+
+    Duplicates are rare, so the batch is not sorted with its payload. (1) One hash aggregation over
+    two hashes of each valid row's values (96 bits) finds the values seen more than once. (2) Only
+    rows carrying those hashes are compared by their values, in a window ordered by file and row
+    number; a hash collision is therefore harmless. The later copies' row numbers are
+    broadcast, so (3) every row is checked where it is. When the repeated values are too many to
+    broadcast, a window over every valid row does the same.
+    """
+    spark = checked.sparkSession
+    values = [F.col(n) for n in names]
+    hashed = checked.where(F.col("_reason").isNull()).select(
+        "*", F.xxhash64(*values).alias("_h1"), F.hash(*values).alias("_h2"))
+    repeated = (hashed.groupBy("_h1", "_h2").count().where(F.col("count") > 1).select("_h1", "_h2")
+                .localCheckpoint(eager=True))
+    repeats = repeated.count()
+    if repeats == 0:
+        return checked
+    first = Window.partitionBy(*names).orderBy("_ingest_file", "_row")
+    if repeats <= BROADCAST_DUPLICATES:
+        copies = (hashed.join(F.broadcast(repeated), ["_h1", "_h2"], "left_semi")
+                  .withColumn("_copy_number", F.row_number().over(first)).where(F.col("_copy_number") > 1)
+                  .select("_row", F.lit(True).alias("_copy")).localCheckpoint(eager=True))
+    if repeats > BROADCAST_DUPLICATES or copies.count() > BROADCAST_DUPLICATES:
+        is_copy = F.col("_reason").isNull() & (F.row_number().over(
+            Window.partitionBy(*names, F.col("_reason").isNull()).orderBy("_ingest_file", "_row")) > 1)
+        return checked.withColumn("_reason", F.when(is_copy, F.lit("duplicate_row")).otherwise(F.col("_reason")))
+    marked = checked.join(F.broadcast(copies), "_row", "left")  # _row is unique within the scan
+    reason = F.when(F.col("_reason").isNull() & F.col("_copy"), F.lit("duplicate_row")).otherwise(F.col("_reason"))
+    return marked.withColumn("_reason", reason).drop("_copy")
 
 
 @dataclass(frozen=True)
@@ -247,56 +291,55 @@ def ingest(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResu
         return StageResult("ingest", 0, 0, time.monotonic() - started,
                            {"reconciliation": report}, "nothing new: " + report.line())
     paths = [f.path for f in new]
+    names = list(source.columns)
     try:
-        classified = classify_events(read_raw(spark, paths, source), source)
-        classified = classified.withColumn("_ingest_ts", F.current_timestamp())
-        classified = classified.withColumn("_ingest_run", F.lit(run_id)).persist(StorageLevel.MEMORY_AND_DISK)
-        per_file = (
-            classified.groupBy("_ingest_file")
-            .agg(F.count("*").alias("input_rows"), F.count("_reason").alias("quarantined_rows"))
-            .collect()
+        raw = read_raw(spark, paths, source)
+        # Counted from the files alone, so that the check against what lands in the two tables
+        # below is independent of the classification (a Parquet count reads only the footers).
+        per_file = {r._ingest_file: r["count"] for r in raw.groupBy("_ingest_file").count().collect()}
+        input_rows = sum(per_file.values())
+        if input_rows == 0:
+            listed_names = ", ".join(f.path.rsplit("/", 1)[-1] for f in new[:5]) + (", ..." if len(new) > 5 else "")
+            raise SeglakeError(f"events.path: the {len(new)} file(s) at {source.path} hold no rows ({listed_names})")
+        classified = classify_events(raw, source)
+        classified = classified.withColumn("_ingest_ts", F.current_timestamp()).withColumn("_ingest_run", F.lit(run_id))
+        valid = classified.where(F.col("_reason").isNull()).select(*names, "_ingest_file", "_ingest_ts", "_ingest_run")
+        rejected = classified.where(F.col("_reason").isNotNull()).select(
+            F.col("_raw").alias("raw"), F.col("_reason").alias("reason"), "_ingest_file", "_ingest_ts", "_ingest_run"
         )
+        # Two passes over the files (rejected rows are few, so the first is cheap) instead of one
+        # pass whose every row, with its text, is cached for the second.
+        file_uris = sorted(set(per_file) | set(paths))
+        _write_replacing_files(rejected, tables.quarantine, file_uris)
+        _write_replacing_files(valid, tables.events, file_uris)
     except SeglakeError:
         raise
     except Exception as err:  # Spark's reader errors are Java stack traces: keep only the cause
         raise SeglakeError(f"events.path: could not read {source.path} as {source.format}: "
                            f"{read_failure(err)}") from err
-    input_rows = sum(r.input_rows for r in per_file)
-    if input_rows == 0:
-        classified.unpersist()
-        names = ", ".join(f.path.rsplit("/", 1)[-1] for f in new[:5]) + (", ..." if len(new) > 5 else "")
-        raise SeglakeError(f"events.path: the {len(new)} file(s) at {source.path} hold no rows ({names})")
-    names = list(source.columns)
-    valid = classified.where(F.col("_reason").isNull()).select(*names, "_ingest_file", "_ingest_ts", "_ingest_run")
-    rejected = classified.where(F.col("_reason").isNotNull()).select(
-        F.col("_raw").alias("raw"), F.col("_reason").alias("reason"), "_ingest_file", "_ingest_ts", "_ingest_run"
-    )
-    file_uris = sorted({r._ingest_file for r in per_file} | set(paths))
-    _write_replacing_files(rejected, tables.quarantine, file_uris)
-    _write_replacing_files(valid, tables.events, file_uris)
-    classified.unpersist()
 
     in_files = F.col("_ingest_file").isin(file_uris)
-    bronze_rows = spark.read.format("delta").load(tables.events).where(in_files).count()
+    bronze = {r._ingest_file: r["count"] for r in spark.read.format("delta").load(tables.events)
+              .where(in_files).groupBy("_ingest_file").count().collect()}
     quarantine = spark.read.format("delta").load(tables.quarantine).where(in_files)
     reasons = {
         r.kind: r["count"]
         for r in quarantine.select(F.split("reason", ";")[0].alias("kind")).groupBy("kind").count().collect()
     }
-    report = Reconciliation(len(new), skipped, input_rows, bronze_rows, sum(reasons.values()), reasons)
+    report = Reconciliation(len(new), skipped, input_rows, sum(bronze.values()), sum(reasons.values()), reasons)
     if not report.balanced:
         raise SeglakeError(f"ingest of {source.path} does not reconcile: {report.line()}")
-    _log_files(spark, tables, new, per_file, run_id)
-    return StageResult("ingest", input_rows, bronze_rows, time.monotonic() - started,
+    _log_files(spark, tables, new, per_file, bronze, run_id)
+    return StageResult("ingest", input_rows, report.bronze_rows, time.monotonic() - started,
                        {"reconciliation": report}, report.line())
 
 
-def _log_files(spark: SparkSession, tables: Tables, new: list[SourceFile], per_file, run_id: str) -> None:
-    counts = {r._ingest_file: (r.input_rows, r.quarantined_rows) for r in per_file}
+def _log_files(spark: SparkSession, tables: Tables, new: list[SourceFile], per_file: dict[str, int],
+               bronze: dict[str, int], run_id: str) -> None:
     rows = []
     for f in new:
-        input_rows, quarantined = counts.get(f.path, (0, 0))
-        rows.append((f.path, f.size, f.modified, run_id, input_rows, input_rows - quarantined, quarantined))
+        input_rows, kept = per_file.get(f.path, 0), bronze.get(f.path, 0)
+        rows.append((f.path, f.size, f.modified, run_id, input_rows, kept, input_rows - kept))
     log = spark.createDataFrame(
         rows, "file string, size long, modified long, run_id string, input_rows long, "
               "bronze_rows long, quarantined_rows long",

@@ -1,16 +1,17 @@
 """The k sweep: cluster the prepared entities for every k in a range, measure, and choose k.
 
 Seed 000 ran scikit-learn KMeans for k=2..9 and judged an SSE elbow together with the silhouette
-score. Here the same curves are computed with MLlib on the whole population, and the choice of k is
-automatic and explained in one line (:func:`choose_k`), so a person can read it beside both curves
-and overrule it with ``sweep.k``.
+score. Here the same curves are computed with MLlib on every kept entity (past ``sweep.fit_sample``,
+250,000 by default, on a seeded sample of that many: the curves' shape is what picks k, and the
+segment stage fits the chosen k on every entity), and the choice of k is automatic and explained in
+one line (:func:`choose_k`), so a person can read it beside both curves and overrule it with ``sweep.k``.
 
 Per k, in ``gold/sweep`` (partitioned by ``run_id``):
 
 - ``wssse``: sum of squared Euclidean distances to the nearest center (MLlib's KMeans cost),
   computed from the final centers for every algorithm so that all three compare like with like;
 - ``sse``: the seed's "SSE", the *mean Euclidean* distance to the nearest center;
-- ``silhouette``: MLlib ``ClusteringEvaluator`` on every entity (squared Euclidean, its default);
+- ``silhouette``: MLlib ``ClusteringEvaluator`` on every fitted entity (squared Euclidean, its default);
 - ``silhouette_exact``: scikit-learn ``silhouette_score`` (Euclidean, the seed's metric) on a seeded
   random sample of at most ``sweep.silhouette_sample`` entities, the only data brought to the driver;
 - ``min_cluster_share``, ``cluster_sizes``, ``seconds`` (fit plus measurements);
@@ -194,18 +195,34 @@ def exact_silhouette(points: np.ndarray, labels: np.ndarray) -> float:
     return float(silhouette_score(points, labels, metric="euclidean"))
 
 
+def sample_points(sample: DataFrame) -> np.ndarray:
+    """The silhouette sample's feature vectors on the driver (at most ``sweep.silhouette_sample`` rows)."""
+    rows = sample.select(vector_to_array(FEATURES).alias("x")).toPandas()
+    return np.stack(rows["x"].to_numpy()) if len(rows) else np.empty((0, 0))
+
+
 def measure_k(
-    data: DataFrame, sample: DataFrame, algorithm: str, k: int, seed: int, max_iter: int
+    data: DataFrame, sample: DataFrame, points: np.ndarray, algorithm: str, k: int, seed: int, max_iter: int
 ) -> KMetrics:
-    """Fit one k on the persisted ``data`` and measure it (see the module docstring)."""
+    """Fit one k on the persisted ``data`` and measure it (see the module docstring).
+
+    ``points`` are ``sample``'s vectors, collected once: a KMeans model labels them on the driver by
+    their nearest center (what its ``predict`` does), so each k costs no Spark job for the exact
+    silhouette; other algorithms label the sample through Spark.
+    """
     started = time.monotonic()
     model = fit_clustering(data, algorithm, k, seed, max_iter)
     labelled = model.transform(data)
-    sizes, wssse, sse = center_metrics(labelled, cluster_centers(model))
+    centers = cluster_centers(model)
+    sizes, wssse, sse = center_metrics(labelled, centers)
     silhouette = ClusteringEvaluator(featuresCol=FEATURES, predictionCol=PREDICTION).evaluate(labelled)
-    scored = model.transform(sample).select(vector_to_array(FEATURES).alias("x"), PREDICTION).toPandas()
-    points = np.stack(scored["x"].to_numpy()) if len(scored) else np.empty((0, 0))
-    exact = exact_silhouette(points, scored[PREDICTION].to_numpy())
+    if algorithm == "kmeans" and len(points):
+        labels = ((points[:, None, :] - np.asarray(centers)[None, :, :]) ** 2).sum(axis=2).argmin(axis=1)
+    else:
+        scored = model.transform(sample).select(vector_to_array(FEATURES).alias("x"), PREDICTION).toPandas()
+        points = np.stack(scored["x"].to_numpy()) if len(scored) else np.empty((0, 0))
+        labels = scored[PREDICTION].to_numpy()
+    exact = exact_silhouette(points, labels)
     return KMetrics(k, wssse, sse, float(silhouette), exact, sizes, time.monotonic() - started)
 
 
@@ -339,16 +356,27 @@ def sweep(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResul
     if kept_rows <= ks[-1]:
         raise SeglakeError(f"sweep: only {kept_rows:,} entities pass the filter; k up to {ks[-1]} "
                            f"needs more (lower sweep.k_max or loosen filter)")
-    kept = stable_layout(entities.where(filter_condition(entities, config.filter)), kept_rows)
+    filtered = entities.where(filter_condition(entities, config.filter))
+    kept = stable_layout(filtered, kept_rows)
     transform = fit_transform_pipeline(kept, features, categorical, config.transform)
     folder = tables.models(run_id)
     save_model(transform, f"{folder}/{TRANSFORM}")
 
-    data = vectors(transform, kept).persist(StorageLevel.MEMORY_AND_DISK)
+    fitted, fit_rows = kept, kept_rows
+    if settings.fit_sample is not None and kept_rows > settings.fit_sample:
+        # Choosing k needs the shape of the SSE and silhouette curves, which a seeded sample of a
+        # quarter million entities pins down; the segment stage fits the chosen k on every entity.
+        chosen_ids = F.pmod(F.xxhash64(ENTITY_ID, F.lit(settings.seed + 1)), F.lit(1_000_000))
+        share = math.ceil(settings.fit_sample / kept_rows * 1_000_000)
+        fitted = filtered.where(chosen_ids < F.lit(share))
+        fit_rows = fitted.count()
+        fitted = stable_layout(fitted, fit_rows)
+    data = vectors(transform, fitted).persist(StorageLevel.MEMORY_AND_DISK)
     data.count()
-    sample = silhouette_sample(data, settings.silhouette_sample, kept_rows, settings.seed)
+    sample = silhouette_sample(data, settings.silhouette_sample, fit_rows, settings.seed)
     try:
-        metrics = [measure_k(data, sample, settings.algorithm, k, settings.seed, settings.max_iter)
+        points = sample_points(sample)
+        metrics = [measure_k(data, sample, points, settings.algorithm, k, settings.seed, settings.max_iter)
                    for k in ks]
     finally:
         sample.unpersist()
@@ -367,7 +395,7 @@ def sweep(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResul
     write_manifest(spark, folder, {
         "run_id": run_id, "use_case": config.name, "config_hash": config.config_hash,
         "entities_path": tables.entities, "entities_version": int(version),
-        "entities": total, "kept": kept_rows, "kept_fraction": kept_fraction,
+        "entities": total, "kept": kept_rows, "kept_fraction": kept_fraction, "fit_rows": fit_rows,
         "filter": config.filter.model_dump(), "transform": config.transform.model_dump(),
         "features": features, "categorical": categorical, "sweep": settings.model_dump(),
         "feature_types": {f.name: f.dataType.simpleString() for f in entities.schema.fields
@@ -380,9 +408,10 @@ def sweep(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResul
         "chosen_k": chosen, "reason": reason, "artefacts": {"transform": TRANSFORM},
     })
     record_run(spark, config, run_id, "sweep", total, len(metrics), kept_fraction, chosen, reason)
-    message = (f"kept {kept_fraction:.2f} of {total:,} entities ({kept_rows:,}); {reason}\n"
+    fitted_on = f"; each k fitted on a seeded sample of {fit_rows:,}" if fit_rows < kept_rows else ""
+    message = (f"kept {kept_fraction:.2f} of {total:,} entities ({kept_rows:,}){fitted_on}; {reason}\n"
                + _table(metrics, chosen))
     details = {"kept_fraction": kept_fraction, "entities": total, "kept": kept_rows,
-               "chosen_k": chosen, "reason": reason, "metrics": metrics, "features": features,
+               "chosen_k": chosen, "reason": reason, "metrics": metrics, "features": features, "fit_rows": fit_rows,
                "categorical": categorical}
     return StageResult("sweep", total, len(metrics), time.monotonic() - started, details, message)
