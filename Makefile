@@ -34,7 +34,7 @@ demo: setup
 	@echo "  tiktok_profiles silver/entities gold/... models/demo/"
 	@echo "  tiktok_claims   bronze/quarantine gold/classifier_metrics models/demo/classifier/"
 	@echo "  movielens       bronze/{ratings,users,items,quarantine} silver/entities gold/{als_metrics,sweep,segments,top_titles,segment_demographics,genre_preference,assignments,assigner_metrics} models/demo/assigner/"
-	@echo "reports: $(LAKEHOUSE)/tiktok_users/reports/demo/index.html  $(LAKEHOUSE)/tiktok_profiles/reports/demo/index.html"
+	@echo "reports: $(LAKEHOUSE)/tiktok_users/reports/demo/index.html  $(LAKEHOUSE)/tiktok_profiles/reports/demo/index.html  $(LAKEHOUSE)/movielens/reports/demo/index.html"
 
 # Text clusters (needs the [text] extra that setup installs): profile bios, then claim transcripts
 # by claim status (15k texts through MiniLM on 2 cores: minutes, not seconds).
@@ -42,6 +42,7 @@ demo-text: setup
 	$(RUN) --config conf/tiktok_bios.yaml
 	$(RUN) --config conf/tiktok_hashtags.yaml
 	@echo "outputs: $(LAKEHOUSE)/tiktok_bios/gold/{text_clusters,text_keywords,text_sweep} and the same under tiktok_hashtags/"
+	@echo "reports: $(LAKEHOUSE)/tiktok_bios/reports/demo/index.html  $(LAKEHOUSE)/tiktok_hashtags/reports/demo/index.html"
 
 # The report test opens reports in Debian's headless Chromium; install it once if it is missing.
 browser:

@@ -68,3 +68,14 @@ points = (gold(spark, config, "text_clusters", run_id).where(F.col("x").isNotNul
 figure = px.scatter(points, x="x", y="y", color=points["cluster"].astype(str), facet_col="group",
                     hover_data=["text"], title=f"{config.name}: texts by cluster")
 figure.show() if widget("show_figures", "false") == "true" else print(f"{len(points):,} texts on the map")
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## Report
+# MAGIC One self-contained HTML file: per group the silhouette sweep, the map, cluster sizes and keywords.
+
+# COMMAND ----------
+
+[report] = run_stages(spark, config, ["report"], run_id)
+print(report.details["path"])

@@ -7,14 +7,17 @@ every notebook) and checks the gold tables against an independent pandas reading
 from __future__ import annotations
 
 import csv
+import re
 import runpy
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
 from conftest import shared_file, write_config
+from report_html import figures, tables, title
 from seglake.config import load_config
 from seglake.errors import SeglakeError
 from seglake.report import report_path
@@ -208,4 +211,52 @@ def test_movielens_notebook_end_to_end_on_ml100k(spark, tmp_path, monkeypatch, c
     both = held.merge(scored, on="entity_id", suffixes=("", "_new"))
     assert len(both) == 40 and (both["assigned_segment"] == both["assigned_segment_new"]).all()
     assert ((both["probability"] - both["probability_new"]).abs() < 1e-6).all()
-    assert report_path(config, "e2e").is_file()
+    check_report(report_path(config, "e2e").read_text(), k, als, top, items, people, genres, metrics)
+
+
+def check_report(page, k, als, top, items, people, genres, metrics):
+    """The run's report shows the MovieLens gold tables themselves, in tables and plotted values."""
+    charts = figures(page)
+    # ALS beside the mean-rating baseline, the exact recorded values, and the seed's 0.24 explained.
+    errors = next(f for f in charts if title(f).startswith("Held-out error"))
+    assert list(errors["data"][0]["y"]) == [als["mae"], als["rmse"]]
+    assert list(errors["data"][1]["y"]) == [als["baseline_mae"]]
+    assert f"<b class='als-mae'>{als['mae']:.3f}</b>" in page
+    assert "validation MAE of 0.24" in page and "reconstruction error" in page
+
+    # One block per segment and one for everyone: for each rating 5..1 the top-10 titles of
+    # gold/top_titles, in rank order with their counts, every title one of u.item's.
+    blocks = dict(re.findall(r"<div class='titles' data-segment='(-?\d+)'>(.*?)</div>", page, flags=re.S))
+    assert sorted(int(s) for s in blocks) == sorted(top["segment"].unique()) and len(blocks) == k + 1
+    known = set(items["title"])
+    for segment, block in blocks.items():
+        [rows] = tables(block)
+        assert rows[0] == ["rank"] + [c for r in (5, 4, 3, 2, 1) for c in (f"{r}★ title", f"{r}★ n")]
+        for i, rating in enumerate((5, 4, 3, 2, 1)):
+            want = top[(top["segment"] == int(segment)) & (top["rating"] == rating)].sort_values("rank")
+            shown = [(row[1 + 2 * i], int(row[2 + 2 * i].replace(",", "")))
+                     for row in rows[1:] if row[1 + 2 * i]]
+            assert shown == list(zip(want["title"], want["count"])) and len(shown) >= 1
+            assert {t for t, _ in shown} <= known
+    assert "Star Wars (1977)" in blocks["-1"]
+
+    # Demographics: each segment's plotted gender shares are the gold shares.
+    who = next(f for f in charts if title(f).startswith("Share of each segment"))
+    gender = people[people["attribute"] == "gender"]
+    for segment, part in gender.groupby("segment"):
+        [trace] = [t for t in who["data"]
+                   if t.get("name") == f"segment {segment}" and list(t["x"]) == ["F", "M"]]
+        want = part.set_index("value")["share"].reindex(["F", "M"])  # a segment may have no women
+        assert np.allclose(np.asarray(trace["y"], dtype=float), want, equal_nan=True)
+    # Genres: a k x 19 heatmap of the gold lifts (blank where a segment rated no film of a genre).
+    heat = next(f for f in charts if title(f).startswith("Genre lift"))["data"][0]
+    lift = genres.pivot(index="segment", columns="genre", values="lift").sort_index()
+    assert list(heat["x"]) == list(lift.columns) and np.allclose(np.asarray(heat["z"], dtype=float), lift, equal_nan=True)
+
+    # The assigner: accuracy beside the majority rate, and a confusion matrix of the 283 holdout
+    # users whose diagonal gives back that accuracy.
+    bars = next(f for f in charts if title(f) == f"Holdout of {metrics['holdout_users']} users")["data"][0]
+    assert list(bars["y"])[:2] == [metrics["accuracy"], metrics["majority_rate"]]
+    confusion = np.asarray(next(f for f in charts if title(f).startswith("Holdout confusion"))["data"][0]["z"])
+    assert confusion.shape == (k, k) and confusion.sum() == 283
+    assert np.trace(confusion) / 283 == pytest.approx(metrics["accuracy"])

@@ -11,9 +11,11 @@ import pytest
 from pyspark.sql import functions as F
 
 from conftest import shared_file, write_config
+from report_html import figures, tables, title
 from seglake.config import TextsSource, load_config
 from seglake.errors import SeglakeError
 from seglake.pipeline import run_stages, stages_for
+from seglake.report import report_path
 from seglake.tables import Tables
 from seglake.text import clean_column, embed_minilm, embed_tfidf_svd, prepare_texts
 
@@ -86,7 +88,7 @@ def test_config_rejects_two_sources_and_unknown_columns(spark, tmp_path, lakehou
         _config(tmp_path, lakehouse, data, f"  id: account_id\n  text: biography\nentities:\n"
                 f"  path: {data}\n  id: account_id\n", "both")
     config = _config(tmp_path, lakehouse, data, "  id: account_id\n  text: bio\n", "typo")
-    assert stages_for(config) == ["text"]
+    assert stages_for(config) == ["text", "report"]
     with pytest.raises(SeglakeError, match="'bio' not found"):
         run_stages(spark, config, run_id="r1", echo=lambda line: None)
 
@@ -127,13 +129,42 @@ def test_claim_transcripts_cluster_per_status_with_keywords_from_their_texts(
     # Opinions are phrased as beliefs, claims as things heard or read: their keywords say so.
     assert top["opinion"] & {"think", "believe", "feel", "view", "opinion"}, top["opinion"]
     assert not top["claim"] & {"think", "believe", "feel"}, top["claim"]
+    check_report(report_path(config, "t1").read_text(), sweep, clusters.toPandas(), keywords, mapped=1500)
+
+
+def check_report(page, sweep, clusters, keywords, mapped):
+    """Per group the report plots the gold sweep, maps real texts coloured by their gold cluster,
+    and lists each cluster's size and its gold keywords in rank order."""
+    groups = dict(re.findall(r"<section class='text-group' data-group='([^']+)'>(.*?)</section>", page, re.S))
+    assert sorted(groups) == sorted(sweep["group"].unique())
+    for group, body in groups.items():
+        mine, texts = sweep[sweep["group"] == group].sort_values("k"), clusters[clusters["group"] == group]
+        charts = figures(body)
+        silhouette = next(f for f in charts if title(f) == f"{group}: silhouette per k")["data"][0]
+        assert list(silhouette["x"]) == list(mine["k"]) and np.allclose(silhouette["y"], mine["silhouette"])
+        assert f"chosen k={int(mine.loc[mine['chosen'], 'k'].iloc[0])}" in body
+        [points] = [f for f in charts if "on the 2-D map" in title(f)]
+        assert sum(len(t["x"]) for t in points["data"]) == mapped
+        for trace in points["data"]:  # every point is a mapped text of the cluster it is drawn in
+            cluster = int(trace["name"].split()[-1])
+            on_map = texts[(texts["cluster"] == cluster) & texts["x"].notna()]
+            assert set(np.round(trace["x"], 9)) <= set(np.round(on_map["x"], 9))
+        [rows] = tables(body.split("<div class='keywords'>", 1)[1])
+        assert rows[0] == ["cluster", "texts", "share", "keywords"]
+        sizes = texts.groupby("cluster").size()
+        ranked = keywords[keywords["group"] == group].sort_values("rank")
+        terms = ranked.groupby("cluster")["term"].apply(", ".join)
+        assert [(int(r[0]), int(r[1].replace(",", "")), r[3]) for r in rows[1:]] == [
+            (int(c), int(n), terms.get(c, "")) for c, n in sizes.items()]
+        assert all(r[3] for r in rows[1:])  # every cluster has keywords
 
 
 @pytest.mark.slow
 def test_bios_cluster_reproducibly_and_a_rerun_replaces_its_rows(spark, lakehouse):
     config = load_config(CONF / "tiktok_bios.yaml", [f"lakehouse={lakehouse}", "text_clusters.k_max=6"])
-    [first_run] = run_stages(spark, config, run_id="a", echo=lambda line: None)
+    first_run, report = run_stages(spark, config, run_id="a", echo=lambda line: None)
     assert first_run.rows_in == 1_000 and first_run.rows_out == 997  # three bios are "null"
+    assert report.stage == "report" and report.details["charts"] == 2  # one group: sweep and map
     first = gold(spark, config, "text_clusters", "a").toPandas().sort_values("id")
     run_stages(spark, config, run_id="a", echo=lambda line: None)
     second = gold(spark, config, "text_clusters", "a").toPandas().sort_values("id")
@@ -143,12 +174,15 @@ def test_bios_cluster_reproducibly_and_a_rerun_replaces_its_rows(spark, lakehous
     assert first["x"].notna().all()  # 997 bios are under map_sample: everyone is on the map
     sweep = gold(spark, config, "text_sweep", "a").toPandas()
     assert sorted(sweep["k"]) == [2, 3, 4, 5, 6] and sweep["chosen"].sum() == 1
+    keywords = gold(spark, config, "text_keywords", "a").toPandas()
+    # the report, rewritten by the second run, shows that run's tables
+    check_report(report_path(config, "a").read_text(), sweep, second, keywords, mapped=997)
 
 
 def test_pinned_k_and_tfidf_svd_on_bios(spark, lakehouse):
     config = load_config(CONF / "tiktok_bios.yaml", [f"lakehouse={lakehouse}", "text_clusters.k=4",
                          "text_clusters.k_max=5", "text_clusters.embedder=tfidf_svd"])
-    [result] = run_stages(spark, config, run_id="p", echo=lambda line: None)
+    [result] = run_stages(spark, config, ["text"], run_id="p", echo=lambda line: None)
     assert "pinned by text_clusters.k" in result.message
     clusters = gold(spark, config, "text_clusters", "p").toPandas()
     assert sorted(clusters["cluster"].unique()) == [0, 1, 2, 3]

@@ -38,7 +38,8 @@ CLASSIFIER_STAGES = ["classify"]
 RATINGS_STAGES = ["ratings", "sweep", "segment", "tastes", "assign", "report"]
 RATINGS_ONLY = {"ratings", "tastes", "assign"}
 # A config with a `texts` section clusters short texts (embeddings, KMeans per group, keywords).
-TEXT_STAGES = ["text"]
+TEXT_STAGES = ["text", "report"]
+TEXT_ONLY = {"text"}
 
 
 def stage_function(name: str) -> Stage:
@@ -51,8 +52,8 @@ def stages_for(config: SeglakeConfig) -> list[str]:
     """The stages a config supports, in order.
 
     ``ingest`` only applies to an events source; a config with a ``classifier`` section runs the
-    classifier stage only; a ``ratings`` config runs :data:`RATINGS_STAGES`; every other config
-    runs the segmentation stages.
+    classifier stage only; a ``ratings`` config runs :data:`RATINGS_STAGES`, a ``texts`` config
+    :data:`TEXT_STAGES`; every other config runs the segmentation stages.
     """
     if config.classifier is not None:
         return list(CLASSIFIER_STAGES)
@@ -61,7 +62,7 @@ def stages_for(config: SeglakeConfig) -> list[str]:
     if config.texts is not None:
         return list(TEXT_STAGES)
     return [s for s in STAGES
-            if s not in CLASSIFIER_STAGES and s not in RATINGS_ONLY and s not in TEXT_STAGES
+            if s not in CLASSIFIER_STAGES and s not in RATINGS_ONLY and s not in TEXT_ONLY
             and (config.events is not None or s not in EVENTS_ONLY)]
 
 

@@ -2,7 +2,8 @@
 
 ``<lakehouse>/<name>/reports/<run_id>/index.html`` (or under ``report.dir``): plotly charts with the
 plotly.js bundle embedded once, so the file opens offline and can be mailed. Sections whose table a
-run did not produce say so instead of disappearing.
+run did not produce say so instead of disappearing. The MovieLens and text-cluster sections are in
+:mod:`seglake.report_usecases`.
 """
 
 from __future__ import annotations
@@ -165,6 +166,9 @@ def _missing(what: str) -> str:
 def build_report(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResult:
     """Write the run's HTML report from its gold tables.
 
+    A ``texts`` config gets the text-cluster sections and a ``ratings`` config the MovieLens ones
+    after its sweep and segments (both in :mod:`seglake.report_usecases`).
+
     Returns
     -------
     StageResult
@@ -172,6 +176,21 @@ def build_report(spark: SparkSession, config: SeglakeConfig, run_id: str) -> Sta
     """
     started = time.monotonic()
     tables = Tables.of(config)
+    if config.texts is not None:
+        from seglake.report_usecases import text_sections  # imports this module: loaded on use
+
+        sections, charts = text_sections(spark, tables, run_id)
+    else:
+        sections, charts = _segmentation_sections(spark, config, tables, run_id)
+    path = report_path(config, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_page(config, run_id, "".join(sections)))
+    return StageResult("report", 0, charts, time.monotonic() - started,
+                       {"path": str(path), "charts": charts}, f"{charts} charts in {path}")
+
+
+def _segmentation_sections(spark: SparkSession, config: SeglakeConfig, tables: Tables,
+                           run_id: str) -> tuple[list[str], int]:
     read = {name: _small(_run_rows(spark, tables.gold(name), run_id))
             for name in ("sweep", "runs", "profiles", "cluster_quality", "explanations", "descriptions")}
     if all(v is None for v in read.values()):
@@ -202,6 +221,14 @@ def build_report(spark: SparkSession, config: SeglakeConfig, run_id: str) -> Sta
         charts += 2
     else:
         sections.append(_section("Segments", _missing("the segment stage")))
+    if config.ratings is not None:  # MovieLens: no density, explain or events ingest; its own tables
+        from seglake.report_usecases import movielens_sections  # imports this module: loaded on use
+
+        more, more_charts = movielens_sections(spark, tables, run_id)
+        sections, charts = sections + more, charts + more_charts
+        if read["runs"] is not None:
+            sections.append(_section("Run record", _table_html(read["runs"])))
+        return sections, charts
 
     clusters_path = tables.gold("clusters")
     points = None
@@ -238,12 +265,7 @@ def build_report(spark: SparkSession, config: SeglakeConfig, run_id: str) -> Sta
     runs = read["runs"]
     if runs is not None:
         sections.append(_section("Run record", _table_html(runs)))
-
-    path = report_path(config, run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_page(config, run_id, "".join(sections)))
-    return StageResult("report", 0, charts, time.monotonic() - started,
-                       {"path": str(path), "charts": charts}, f"{charts} charts in {path}")
+    return sections, charts
 
 
 def _ingest_html(spark: SparkSession, tables: Tables) -> str:
@@ -273,6 +295,8 @@ th,td{padding:4px 8px;border-bottom:1px solid #eee;text-align:right}th{backgroun
 .reason{font-weight:600}.missing{color:#999;font-style:italic}
 .explain{display:flex;gap:16px;align-items:center;border-bottom:1px dashed #eee}
 .explain .text{flex:1}.explain .chart{flex:1;min-width:420px}.score{color:#666;font-size:13px}
+.note{color:#666;font-size:13px}.titles h3{margin:18px 0 4px}
+.keywords td:last-child{text-align:left}.titles td:nth-child(even){text-align:left}
 """
 
 
