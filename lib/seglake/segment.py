@@ -58,11 +58,17 @@ def chosen_k(spark: SparkSession, tables: Tables, run_id: str) -> tuple[int, str
 
 
 def assigned_distance(x: Column, prediction: Column, centers: list[list[float]]) -> Column:
-    """Euclidean distance from array column ``x`` to the center of its assigned segment."""
-    squared = F.lit(None).cast("double")
-    for index, center in reversed(list(enumerate(centers))):
-        squared = F.when(prediction == index, squared_distance(x, center)).otherwise(squared)
-    return F.sqrt(squared)
+    """Euclidean distance from array column ``x`` to the center of its assigned segment.
+
+    The center is looked up by index and the squares summed with higher-order functions, so ``x``
+    (usually ``vector_to_array`` of the features, a UDF) is evaluated once per row: written as one
+    ``CASE WHEN`` branch per center with ``x[i]`` in every term, Spark evaluated the UDF k × d times
+    per row (96 times at k=6, d=8: 6 s instead of under 1 s for 1M rows).
+    """
+    table = F.array(*[F.array(*[F.lit(float(v)) for v in center]) for center in centers])
+    center = F.try_element_at(table, prediction.cast("int") + 1)
+    squares = F.zip_with(x, center, lambda a, b: (a - b) * (a - b))
+    return F.sqrt(F.aggregate(squares, F.lit(0.0), lambda total, value: total + value))
 
 
 def profile(labelled: DataFrame, features: list[str], kept: int) -> DataFrame:
