@@ -177,7 +177,6 @@ def _mark_duplicates(checked: DataFrame, names: list[str]) -> DataFrame:
     broadcast, so (3) every row is checked where it is. When the repeated values are too many to
     broadcast, a window over every valid row does the same.
     """
-    spark = checked.sparkSession
     values = [F.col(n) for n in names]
     hashed = checked.where(F.col("_reason").isNull()).select(
         "*", F.xxhash64(*values).alias("_h1"), F.hash(*values).alias("_h2"))
