@@ -11,8 +11,13 @@ import base64
 import html
 import json
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
 def _decode(value):
@@ -53,3 +58,34 @@ def tables(fragment: str) -> list[list[list[str]]]:
         found.append([[html.unescape(c) for c in re.findall(r"<t[hd]>(.*?)</t[hd]>", row, flags=re.S)]
                       for row in rows])
     return found
+
+
+def check_in_browser(page: Path, name: str, min_charts: int = 5) -> None:
+    """Open the report in headless Chromium: no JavaScript errors, an SVG in every plotly div."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser, "Debian's chromium is required (make setup installs it)"
+    ARTIFACTS.mkdir(exist_ok=True)
+    probe = page.with_name("probe.html")
+    # Count the drawn charts and collect errors from inside the page, then print a verdict in the
+    # DOM that --dump-dom returns; the original page stays untouched for the screenshot.
+    script = """
+<script>window.__errors=[];window.addEventListener('error',e=>window.__errors.push(String(e.message)));
+window.addEventListener('load',()=>setTimeout(()=>{const divs=[...document.querySelectorAll('.plotly-graph-div')];
+const drawn=divs.filter(d=>d.querySelector('svg.main-svg')).length;
+const v=document.createElement('pre');v.id='verdict';v.textContent=JSON.stringify({divs:divs.length,drawn,errors:window.__errors});
+document.body.appendChild(v);},1500));</script>"""
+    text = page.read_text()
+    probe.write_text(text.replace("<head>", "<head>" + script, 1))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run", "--disable-sync",
+             f"--user-data-dir={page.parent / 'chromium-profile'}", "--virtual-time-budget=10000"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", probe.as_uri()], capture_output=True,
+                         text=True, timeout=180).stdout
+    verdict = dom.split('<pre id="verdict">', 1)[1].split("</pre>", 1)[0]
+    result = json.loads(verdict.replace("&quot;", '"'))
+    assert result["errors"] == []
+    assert result["divs"] >= min_charts and result["drawn"] == result["divs"]
+    shot = ARTIFACTS / f"report-{name}.png"
+    subprocess.run([browser, *flags, "--window-size=1300,2400", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=180)
+    assert shot.exists() and shot.stat().st_size > 20_000  # a blank page compresses to a few KB

@@ -17,7 +17,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from conftest import shared_file, write_config
-from report_html import figures, tables, title
+from report_html import check_in_browser, figures, tables, title
 from seglake.config import load_config
 from seglake.errors import SeglakeError
 from seglake.report import report_path
@@ -212,6 +212,7 @@ def test_movielens_notebook_end_to_end_on_ml100k(spark, tmp_path, monkeypatch, c
     assert len(both) == 40 and (both["assigned_segment"] == both["assigned_segment_new"]).all()
     assert ((both["probability"] - both["probability_new"]).abs() < 1e-6).all()
     check_report(report_path(config, "e2e").read_text(), k, als, top, items, people, genres, metrics)
+    check_in_browser(report_path(config, "e2e"), "movielens")  # every chart draws, no JS error
 
 
 def check_report(page, k, als, top, items, people, genres, metrics):

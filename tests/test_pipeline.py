@@ -3,10 +3,7 @@ a real browser opening it; then the other notebooks, each to its end on small da
 
 from __future__ import annotations
 
-import json
 import runpy
-import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -15,13 +12,13 @@ from pyspark.sql import functions as F
 from sklearn.metrics import adjusted_rand_score
 
 from conftest import shared_file
+from report_html import check_in_browser
 from seglake.config import load_config
 from seglake.report import report_path
 from seglake.synth import generate
 from seglake.tables import Tables
 
 ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "test-artifacts"
 
 
 def run_notebook(name: str, monkeypatch, overrides: list[str], run_id: str = "e2e"):
@@ -113,34 +110,3 @@ def test_claims_notebook_runs_to_the_end(spark, tmp_path, monkeypatch):
         f"lakehouse={tmp_path / 'lake'}", "classifier.models=[logistic_regression]"])
     metrics = spark.read.format("delta").load(Tables.of(config).gold("classifier_metrics")).toPandas()
     assert len(metrics) >= 1
-
-
-def check_in_browser(page: Path, name: str) -> None:
-    """Open the report in headless Chromium: no JavaScript errors, an SVG in every plotly div."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert browser, "Debian's chromium is required (make setup installs it)"
-    ARTIFACTS.mkdir(exist_ok=True)
-    probe = page.with_name("probe.html")
-    # Count the drawn charts and collect errors from inside the page, then print a verdict in the
-    # DOM that --dump-dom returns; the original page stays untouched for the screenshot.
-    script = """
-<script>window.__errors=[];window.addEventListener('error',e=>window.__errors.push(String(e.message)));
-window.addEventListener('load',()=>setTimeout(()=>{const divs=[...document.querySelectorAll('.plotly-graph-div')];
-const drawn=divs.filter(d=>d.querySelector('svg.main-svg')).length;
-const v=document.createElement('pre');v.id='verdict';v.textContent=JSON.stringify({divs:divs.length,drawn,errors:window.__errors});
-document.body.appendChild(v);},1500));</script>"""
-    text = page.read_text()
-    probe.write_text(text.replace("<head>", "<head>" + script, 1))
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--no-first-run", "--disable-sync",
-             f"--user-data-dir={page.parent / 'chromium-profile'}", "--virtual-time-budget=10000"]
-    dom = subprocess.run([browser, *flags, "--dump-dom", probe.as_uri()], capture_output=True,
-                         text=True, timeout=180).stdout
-    verdict = dom.split('<pre id="verdict">', 1)[1].split("</pre>", 1)[0]
-    result = json.loads(verdict.replace("&quot;", '"'))
-    assert result["errors"] == []
-    assert result["divs"] >= 5 and result["drawn"] == result["divs"]
-    shot = ARTIFACTS / f"report-{name}.png"
-    subprocess.run([browser, *flags, "--window-size=1300,2400", f"--screenshot={shot}", page.as_uri()],
-                   capture_output=True, timeout=180)
-    assert shot.exists() and shot.stat().st_size > 20_000  # a blank page compresses to a few KB

@@ -11,7 +11,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from conftest import shared_file, write_config
-from report_html import figures, tables, title
+from report_html import check_in_browser, figures, tables, title
 from seglake.config import TextsSource, load_config
 from seglake.errors import SeglakeError
 from seglake.pipeline import run_stages, stages_for
@@ -177,6 +177,7 @@ def test_bios_cluster_reproducibly_and_a_rerun_replaces_its_rows(spark, lakehous
     keywords = gold(spark, config, "text_keywords", "a").toPandas()
     # the report, rewritten by the second run, shows that run's tables
     check_report(report_path(config, "a").read_text(), sweep, second, keywords, mapped=997)
+    check_in_browser(report_path(config, "a"), "bios", min_charts=2)  # both charts draw, no JS error
 
 
 def test_pinned_k_and_tfidf_svd_on_bios(spark, lakehouse):
