@@ -185,12 +185,15 @@ def _mark_duplicates(checked: DataFrame, names: list[str]) -> DataFrame:
     repeats = repeated.count()
     if repeats == 0:
         return checked
-    first = Window.partitionBy(*names).orderBy("_ingest_file", "_row")
+    copies = None
     if repeats <= BROADCAST_DUPLICATES:
+        first = Window.partitionBy(*names).orderBy("_ingest_file", "_row")
         copies = (hashed.join(F.broadcast(repeated), ["_h1", "_h2"], "left_semi")
                   .withColumn("_copy_number", F.row_number().over(first)).where(F.col("_copy_number") > 1)
                   .select("_row", F.lit(True).alias("_copy")).localCheckpoint(eager=True))
-    if repeats > BROADCAST_DUPLICATES or copies.count() > BROADCAST_DUPLICATES:
+        if copies.count() > BROADCAST_DUPLICATES:
+            copies = None
+    if copies is None:  # too many to broadcast: one window over every row
         is_copy = F.col("_reason").isNull() & (F.row_number().over(
             Window.partitionBy(*names, F.col("_reason").isNull()).orderBy("_ingest_file", "_row")) > 1)
         return checked.withColumn("_reason", F.when(is_copy, F.lit("duplicate_row")).otherwise(F.col("_reason")))

@@ -38,7 +38,7 @@ from pyspark.ml.evaluation import ClusteringEvaluator
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import pairwise_distances_argmin, silhouette_score
 
 from seglake.config import SeglakeConfig
 from seglake.errors import SeglakeError
@@ -171,6 +171,13 @@ def center_metrics(labelled: DataFrame, centers: list[list[float]]) -> tuple[lis
     return sizes, float(sum(r["d2"] for r in per_cluster)), float(sum(r["d"] for r in per_cluster)) / total
 
 
+def hash_share(seed: int, fraction: float) -> Column:
+    """True for about ``fraction`` of entities, chosen by a seeded hash of the id: the same entities
+    however the rows are partitioned or ordered."""
+    share = math.ceil(min(1.0, fraction) * 1_000_000)
+    return F.pmod(F.xxhash64(ENTITY_ID, F.lit(seed)), F.lit(1_000_000)) < F.lit(share)
+
+
 def silhouette_sample(data: DataFrame, size: int, rows: int, seed: int) -> DataFrame:
     """A seeded random sample of at most ``size`` of the ``rows`` entities, persisted.
 
@@ -179,8 +186,7 @@ def silhouette_sample(data: DataFrame, size: int, rows: int, seed: int) -> DataF
     that every k scores the very same entities.
     """
     key = F.xxhash64(ENTITY_ID, F.lit(seed))
-    fraction = min(1.0, 1.2 * size / rows)  # a margin before sorting, then the hard cap
-    sample = data.where(F.pmod(key, F.lit(1_000_000)) < F.lit(math.ceil(fraction * 1_000_000)))
+    sample = data.where(hash_share(seed, 1.2 * size / rows))  # a margin before sorting, then the cap
     sample = sample.orderBy(key, ENTITY_ID).limit(size)
     sample = sample.persist(StorageLevel.MEMORY_AND_DISK)
     sample.count()
@@ -217,7 +223,7 @@ def measure_k(
     sizes, wssse, sse = center_metrics(labelled, centers)
     silhouette = ClusteringEvaluator(featuresCol=FEATURES, predictionCol=PREDICTION).evaluate(labelled)
     if algorithm == "kmeans" and len(points):
-        labels = ((points[:, None, :] - np.asarray(centers)[None, :, :]) ** 2).sum(axis=2).argmin(axis=1)
+        labels = pairwise_distances_argmin(points, np.asarray(centers))
     else:
         scored = model.transform(sample).select(vector_to_array(FEATURES).alias("x"), PREDICTION).toPandas()
         points = np.stack(scored["x"].to_numpy()) if len(scored) else np.empty((0, 0))
@@ -366,9 +372,7 @@ def sweep(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResul
     if settings.fit_sample is not None and kept_rows > settings.fit_sample:
         # Choosing k needs the shape of the SSE and silhouette curves, which a seeded sample of a
         # quarter million entities pins down; the segment stage fits the chosen k on every entity.
-        chosen_ids = F.pmod(F.xxhash64(ENTITY_ID, F.lit(settings.seed + 1)), F.lit(1_000_000))
-        share = math.ceil(settings.fit_sample / kept_rows * 1_000_000)
-        fitted = filtered.where(chosen_ids < F.lit(share))
+        fitted = filtered.where(hash_share(settings.seed + 1, settings.fit_sample / kept_rows))
         fit_rows = fitted.count()
         fitted = stable_layout(fitted, fit_rows)
     data = vectors(transform, fitted).persist(StorageLevel.MEMORY_AND_DISK)
