@@ -18,7 +18,7 @@ python="${SEGLAKE_PYTHON:-$here/.venv/bin/python}"
 zip_dir="$(mktemp -d "${TMPDIR:-/tmp}/seglake-submit.XXXXXX")"
 trap 'rm -rf "$zip_dir"' EXIT
 (cd "$here/lib" && "$python" -m zipfile -c "$zip_dir/seglake.zip" seglake >/dev/null)
-jars="$("$python" -c 'from seglake.jars import delta_jars; print(",".join(map(str, delta_jars())))')"
+jars="$("$python" -c 'from seglake.core.jars import delta_jars; print(",".join(map(str, delta_jars())))')"
 submit="${SPARK_SUBMIT:-$("$python" -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-submit"))')}"
 
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$python}"
@@ -29,6 +29,6 @@ export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-${SEGLAKE_CACHE:-$HOME/.cache/seglake
   --py-files "$zip_dir/seglake.zip" \
   --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
   --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
-  --conf "spark.driver.extraJavaOptions=-Dlog4j.configurationFile=file:$here/lib/seglake/log4j2.properties" \
+  --conf "spark.driver.extraJavaOptions=-Dlog4j.configurationFile=file:$here/lib/seglake/core/log4j2.properties" \
   --conf "spark.executorEnv.NUMBA_CACHE_DIR=$NUMBA_CACHE_DIR" \
   "$@"

@@ -25,7 +25,7 @@ from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import StandardScaler
 
 from bench_features import duckdb_sql
-from seglake.config import SeglakeConfig
+from seglake.core.config import SeglakeConfig
 
 PANDAS_AGGS = {"count": "size", "sum": "sum", "mean": "mean", "min": "min", "max": "max",
                "count_distinct": "nunique"}

@@ -29,11 +29,11 @@ import numpy as np
 from pyspark.sql import functions as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from seglake.config import load_config  # noqa: E402
-from seglake.density import clustering_space, density  # noqa: E402
-from seglake.session import build_spark  # noqa: E402
-from seglake.surrogate import assign, get_bytes  # noqa: E402
-from seglake.tables import Tables  # noqa: E402
+from seglake.core.config import load_config  # noqa: E402
+from seglake.segmentation.density import clustering_space, density  # noqa: E402
+from seglake.core.session import build_spark  # noqa: E402
+from seglake.segmentation.surrogate import assign, get_bytes  # noqa: E402
+from seglake.core.tables import Tables  # noqa: E402
 
 FEATURES = 8
 CLUSTERS = 10

@@ -9,7 +9,7 @@ that Parquet in one process by:
 
 * ``spark countDistinct``: one ``groupBy`` with ``countDistinct`` per distinct feature (Spark expands
   each event once per distinct column and shuffles the expansion twice);
-* ``spark seglake plan``: :func:`seglake.features.aggregate_features` (one shuffle by entity, then
+* ``spark seglake plan``: :func:`seglake.segmentation.features.aggregate_features` (one shuffle by entity, then
   one aggregation with a set of values per entity and distinct column);
 * ``spark expand + dedup, 1 shuffle``: the previous seglake plan (one shuffle by entity, each event
   expanded into (entity, column, value) rows, deduplicated and counted there, joined to a separate
@@ -47,8 +47,8 @@ from pyspark.sql import functions as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 from seglake import features as feat  # noqa: E402
-from seglake.config import FeaturesConfig, load_config  # noqa: E402
-from seglake.session import build_spark  # noqa: E402
+from seglake.core.config import FeaturesConfig, load_config  # noqa: E402
+from seglake.core.session import build_spark  # noqa: E402
 from seglake.synth import generate  # noqa: E402
 
 

@@ -10,7 +10,7 @@ For each size:
    and reused when its manifest matches the size, seed and corruption rate);
 2. a child process runs every stage of ``conf/tiktok_users.yaml`` (ingest → features → sweep →
    segment → density → explain → report) in one ``local[2]`` SparkSession on a fresh lakehouse,
-   then times :func:`seglake.features.aggregate_features` alone on the same Parquet (``noop``
+   then times :func:`seglake.segmentation.features.aggregate_features` alone on the same Parquet (``noop``
    sink) — the number compared with DuckDB;
 3. a child runs DuckDB + scikit-learn, another the seed's pandas + scikit-learn loop
    (``bench/baselines.py``); the seed's quadratic k loop only where its kept users fit
@@ -131,10 +131,10 @@ def ensure_events(n: int, args: argparse.Namespace) -> tuple[Path, float | None]
 
 def child_pipeline(args: argparse.Namespace) -> dict:
     """Every requested stage in one SparkSession, then the features aggregation alone."""
-    from seglake.config import load_config
-    from seglake.features import aggregate_features
-    from seglake.pipeline import run_stages
-    from seglake.session import build_spark
+    from seglake.core.config import load_config
+    from seglake.segmentation.features import aggregate_features
+    from seglake.core.pipeline import run_stages
+    from seglake.core.session import build_spark
 
     events = Path(args.events_dir) / "events"
     config = load_config(args.config, [f"lakehouse={args.lakehouse}", f"events.path={events}"])
@@ -163,7 +163,7 @@ def child_pipeline(args: argparse.Namespace) -> dict:
 def child_baseline(args: argparse.Namespace) -> dict:
     """DuckDB + scikit-learn, or the seed's pandas + scikit-learn loop, on the same Parquet."""
     from baselines import duckdb_sklearn, seed_approach
-    from seglake.config import load_config
+    from seglake.core.config import load_config
 
     config = load_config(args.config, ["events.path=/unused"])
     events = Path(args.events_dir) / "events"

@@ -11,7 +11,7 @@ distribution as Parquet, then measures in one process:
 - baseline: scikit-learn doing the same work on the same rows already in pandas memory
   (signed log1p, median imputation, standard scaling, ``KMeans.predict``, distance to the center),
   fitted on the same training rows;
-- :func:`seglake.score.score_entities` (Parquet → transform → KMeans → surrogate pandas UDF) into
+- :func:`seglake.segmentation.score.score_entities` (Parquet → transform → KMeans → surrogate pandas UDF) into
   Spark's no-op sink, best of 3: the scoring itself;
 - the whole ``score`` stage: read and type the Parquet, score, write ``gold/segments``,
   ``gold/drift`` and the quarantine, reconcile.
@@ -33,13 +33,13 @@ import numpy as np
 from pyspark.sql import functions as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from seglake.config import load_config  # noqa: E402
-from seglake.density import density  # noqa: E402
-from seglake.score import load_scoring_model, score, score_entities  # noqa: E402
-from seglake.segment import segment  # noqa: E402
-from seglake.session import build_spark  # noqa: E402
-from seglake.sweep import sweep  # noqa: E402
-from seglake.tables import Tables  # noqa: E402
+from seglake.core.config import load_config  # noqa: E402
+from seglake.segmentation.density import density  # noqa: E402
+from seglake.segmentation.score import load_scoring_model, score, score_entities  # noqa: E402
+from seglake.segmentation.segment import segment  # noqa: E402
+from seglake.core.session import build_spark  # noqa: E402
+from seglake.segmentation.sweep import sweep  # noqa: E402
+from seglake.core.tables import Tables  # noqa: E402
 
 FEATURES = 8
 GROUPS = 6

@@ -30,10 +30,10 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from seglake.config import load_config  # noqa: E402
-from seglake.session import build_spark  # noqa: E402
-from seglake.sweep import choose_k, sweep  # noqa: E402
-from seglake.tables import Tables  # noqa: E402
+from seglake.core.config import load_config  # noqa: E402
+from seglake.core.session import build_spark  # noqa: E402
+from seglake.segmentation.sweep import choose_k, sweep  # noqa: E402
+from seglake.core.tables import Tables  # noqa: E402
 
 FEATURES = ["page_view", "like_count", "authors_viewed", "works_viewed", "avg_duration",
             "music_views", "complete_views", "cities_visited", "cities_of_works"]

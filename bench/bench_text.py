@@ -23,9 +23,9 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from seglake.config import TextClustersConfig, TextsSource  # noqa: E402
-from seglake.session import build_spark  # noqa: E402
-from seglake.text import embed_texts, embed_tfidf_svd, load_minilm, prepare_texts, read_texts  # noqa: E402
+from seglake.core.config import TextClustersConfig, TextsSource  # noqa: E402
+from seglake.core.session import build_spark  # noqa: E402
+from seglake.usecases.text.clusters import embed_texts, embed_tfidf_svd, load_minilm, prepare_texts, read_texts  # noqa: E402
 
 CLAIMS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiktok_claims.csv"
 

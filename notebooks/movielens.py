@@ -15,9 +15,9 @@
 
 from pyspark.sql import functions as F
 
-from seglake.config import load_config
+from seglake.core.config import load_config
 from seglake.notebook import gold, session, show, widget
-from seglake.pipeline import run_stages
+from seglake.core.pipeline import run_stages
 
 config = load_config(widget("config", "../conf/movielens.yaml"),
                      [o for o in widget("overrides", "").split(";") if o.strip()])

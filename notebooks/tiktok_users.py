@@ -12,9 +12,9 @@
 
 # COMMAND ----------
 
-from seglake.config import load_config
+from seglake.core.config import load_config
 from seglake.notebook import gold, session, show, widget
-from seglake.tracking import run_tracked
+from seglake.core.tracking import run_tracked
 
 config = load_config(widget("config", "../conf/tiktok_users.yaml"),
                      [o for o in widget("overrides", "").split(";") if o.strip()])

@@ -15,7 +15,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def spark():
-    from seglake.session import build_spark
+    from seglake.core.session import build_spark
 
     session = build_spark(
         "seglake-tests",

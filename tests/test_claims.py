@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from conftest import shared_file
-from seglake.claims import Scores, assign_split, check_videos, train_classifier
-from seglake.classify import ModelInputs, check_record, read_records
+from seglake.usecases.claims.train import Scores, assign_split, check_videos, train_classifier
+from seglake.usecases.claims.classify import ModelInputs, check_record, read_records
 from seglake.cli import main
-from seglake.config import load_config
-from seglake.errors import SeglakeError
+from seglake.core.config import load_config
+from seglake.core.errors import SeglakeError
 
 CONFIG = Path(__file__).resolve().parents[1] / "conf" / "tiktok_claims.yaml"
 INPUTS = ModelInputs(

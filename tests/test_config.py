@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 
 from conftest import write_config
-from seglake.config import check_run_id, load_config, require_columns
-from seglake.errors import SeglakeError
+from seglake.core.config import check_run_id, load_config, require_columns
+from seglake.core.errors import SeglakeError
 
 MINIMAL = """
 name: demo

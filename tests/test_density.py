@@ -13,12 +13,12 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from conftest import write_config
-from seglake.config import load_config
-from seglake.density import (allocate, clustering_space, cluster_group, density,
+from seglake.core.config import load_config
+from seglake.segmentation.density import (allocate, clustering_space, cluster_group, density,
                              worker_numba_cache)
-from seglake.errors import SeglakeError
-from seglake.surrogate import load_booster
-from seglake.tables import Tables
+from seglake.core.errors import SeglakeError
+from seglake.segmentation.surrogate import load_booster
+from seglake.core.tables import Tables
 
 BLOB_SIZES = [700, 500, 400, 350, 250, 200]  # unequal groups, 2,400 entities
 FAST_UMAP = "n_neighbors: 15, n_components: 2, n_epochs: 200"

@@ -10,10 +10,10 @@ import pytest
 from pyspark.sql import functions as F
 
 from conftest import shared_file
-from seglake.density import density
-from seglake.explain import describe, explain, human, word
-from seglake.surrogate import load_booster
-from seglake.tables import Tables
+from seglake.segmentation.density import density
+from seglake.segmentation.explain import describe, explain, human, word
+from seglake.segmentation.surrogate import load_booster
+from seglake.core.tables import Tables
 from test_density import density_config, write_entities
 
 # cluster → the features that generate it and their direction (0 is the plain background)

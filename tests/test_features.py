@@ -9,12 +9,12 @@ from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from conftest import shared_file, write_config
-from seglake.config import FeaturesConfig, load_config
-from seglake.errors import SeglakeError
-from seglake.features import aggregate_features, build_entities, rejected_path
-from seglake.ingest import ingest
+from seglake.core.config import FeaturesConfig, load_config
+from seglake.core.errors import SeglakeError
+from seglake.segmentation.features import aggregate_features, build_entities, rejected_path
+from seglake.segmentation.ingest import ingest
 from seglake.synth import generate
-from seglake.tables import Tables
+from seglake.core.tables import Tables
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DAY = 86_400

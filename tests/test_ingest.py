@@ -6,10 +6,10 @@ from delta.tables import DeltaTable
 
 from conftest import write_config
 from seglake.cli import main
-from seglake.config import load_config
-from seglake.errors import SeglakeError
-from seglake.ingest import ingest
-from seglake.tables import Tables
+from seglake.core.config import load_config
+from seglake.core.errors import SeglakeError
+from seglake.segmentation.ingest import ingest
+from seglake.core.tables import Tables
 
 HEADER = "uid,user_city,item_id,author_id,item_city,channel,finish,like,music_id,device,time,duration_time"
 GOOD = [

@@ -18,10 +18,10 @@ from pyspark.sql import functions as F
 
 from conftest import shared_file, write_config
 from report_html import check_in_browser, figures, tables, title
-from seglake.config import load_config
-from seglake.errors import SeglakeError
+from seglake.core.config import load_config
+from seglake.core.errors import SeglakeError
 from seglake.report import report_path
-from seglake.tables import Tables
+from seglake.core.tables import Tables
 
 ROOT = Path(__file__).resolve().parents[1]
 GENRES = "unknown|0\nAction|1\nComedy|2\n"
@@ -58,7 +58,7 @@ def test_config_takes_exactly_one_source_and_resolves_the_four_paths(tmp_path):
         load_config(path, ["ratings.als.rnak=5"])
     with pytest.raises(SeglakeError, match="ratings.encoding"):
         load_config(path, ["ratings.encoding=latin9"])
-    from seglake.pipeline import run_stages, stages_for
+    from seglake.core.pipeline import run_stages, stages_for
 
     assert stages_for(config) == ["ratings", "sweep", "segment", "tastes", "assign", "report"]
     with pytest.raises(SeglakeError, match="density do not apply"):
@@ -66,7 +66,7 @@ def test_config_takes_exactly_one_source_and_resolves_the_four_paths(tmp_path):
 
 
 def test_bad_lines_go_to_quarantine_with_their_reason(spark, tmp_path):
-    from seglake.movielens import bronze_path, read_genres, write_bronze
+    from seglake.usecases.movielens.ratings import bronze_path, read_genres, write_bronze
 
     users = "1|24|M|technician|85711\n2|53|F|other|94043\n3|200|F|writer|1\n4|30|X|writer|1\n1|25|F|artist|2\n"
     items = ("1|Toy Story (1995)|01-Jan-1995||http://x|0|0|1\n"
@@ -196,7 +196,7 @@ def test_movielens_notebook_end_to_end_on_ml100k(spark, tmp_path, monkeypatch, c
 
     # The saved model assigns users it has never seen: holdout users under new ids get the
     # segments the stage recorded for them.
-    from seglake.assigner import assign_users
+    from seglake.usecases.movielens.assigner import assign_users
 
     assignments = gold("assignments")
     held = assignments[assignments["holdout"]].head(40)

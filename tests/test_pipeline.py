@@ -13,10 +13,10 @@ from sklearn.metrics import adjusted_rand_score
 
 from conftest import shared_file
 from report_html import check_in_browser
-from seglake.config import load_config
+from seglake.core.config import load_config
 from seglake.report import report_path
 from seglake.synth import generate
-from seglake.tables import Tables
+from seglake.core.tables import Tables
 
 ROOT = Path(__file__).resolve().parents[1]
 

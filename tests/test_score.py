@@ -15,15 +15,15 @@ from pyspark.sql import functions as F
 
 from conftest import write_config
 from seglake.cli import DRIFT_EXIT, main
-from seglake.config import load_config
-from seglake.drift import bin_counts, psi, status, training_bins
-from seglake.errors import SeglakeError
-from seglake.pipeline import run_stages
-from seglake.score import quarantine_path, score
-from seglake.segment import segment
-from seglake.sweep import sweep
+from seglake.core.config import load_config
+from seglake.segmentation.drift import bin_counts, psi, status, training_bins
+from seglake.core.errors import SeglakeError
+from seglake.core.pipeline import run_stages
+from seglake.segmentation.score import quarantine_path, score
+from seglake.segmentation.segment import segment
+from seglake.segmentation.sweep import sweep
 from seglake.synth import generate
-from seglake.tables import Tables
+from seglake.core.tables import Tables
 
 ROOT = Path(__file__).resolve().parents[1]
 USERS = ROOT / "conf" / "tiktok_users.yaml"

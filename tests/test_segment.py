@@ -7,12 +7,12 @@ from pyspark.ml.functions import vector_to_array
 from sklearn.metrics import adjusted_rand_score
 
 from conftest import write_config
-from seglake.config import load_config
-from seglake.errors import SeglakeError
-from seglake.prepare import vectors
-from seglake.segment import segment
-from seglake.sweep import sweep
-from seglake.tables import Tables
+from seglake.core.config import load_config
+from seglake.core.errors import SeglakeError
+from seglake.segmentation.prepare import vectors
+from seglake.segmentation.segment import segment
+from seglake.segmentation.sweep import sweep
+from seglake.core.tables import Tables
 from test_sweep import FEATURES, blob_entities, write_entities
 
 SWEEP = "sweep: {k_min: 2, k_max: 6, silhouette_sample: 400}\n"

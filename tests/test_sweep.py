@@ -14,11 +14,11 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import silhouette_score
 
 from conftest import write_config
-from seglake.config import FilterConfig, TransformConfig, load_config
-from seglake.errors import SeglakeError
-from seglake.prepare import apply_filter, feature_columns, fit_transform_pipeline, vectors
-from seglake.sweep import center_metrics, choose_k, cluster_centers, fit_clustering, silhouette_sample, sweep
-from seglake.tables import Tables
+from seglake.core.config import FilterConfig, TransformConfig, load_config
+from seglake.core.errors import SeglakeError
+from seglake.segmentation.prepare import apply_filter, feature_columns, fit_transform_pipeline, vectors
+from seglake.segmentation.sweep import center_metrics, choose_k, cluster_centers, fit_clustering, silhouette_sample, sweep
+from seglake.core.tables import Tables
 
 FEATURES = ["views", "likes", "minutes", "cities"]
 

@@ -12,12 +12,12 @@ from pyspark.sql import functions as F
 
 from conftest import shared_file, write_config
 from report_html import check_in_browser, figures, tables, title
-from seglake.config import TextsSource, load_config
-from seglake.errors import SeglakeError
-from seglake.pipeline import run_stages, stages_for
+from seglake.core.config import TextsSource, load_config
+from seglake.core.errors import SeglakeError
+from seglake.core.pipeline import run_stages, stages_for
 from seglake.report import report_path
-from seglake.tables import Tables
-from seglake.text import clean_column, embed_minilm, embed_tfidf_svd, prepare_texts
+from seglake.core.tables import Tables
+from seglake.usecases.text.clusters import clean_column, embed_minilm, embed_tfidf_svd, prepare_texts
 
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

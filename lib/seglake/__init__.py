@@ -1,6 +1,6 @@
 """seglake: explainable audience segmentation at scale on Apache Spark and Delta Lake."""
 
-from seglake.errors import SeglakeError
+from seglake.core.errors import SeglakeError
 
 __all__ = ["SeglakeError", "__version__"]
 __version__ = "0.1.0"

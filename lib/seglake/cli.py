@@ -11,7 +11,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from seglake.errors import SeglakeError
+from seglake.core.errors import SeglakeError
 
 DRIFT_EXIT = 3  # `score --fail-on-drift` found a flagged feature: distinct from user errors (2)
 
@@ -66,8 +66,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _classify(args: argparse.Namespace) -> None:
-    from seglake.classify import classify_records, load_classifier, read_records, write_predictions
-    from seglake.session import build_spark
+    from seglake.usecases.claims.classify import classify_records, load_classifier, read_records, write_predictions
+    from seglake.core.session import build_spark
 
     records = read_records(args.input)  # before Spark starts: an unreadable file fails in a moment
     spark = build_spark("seglake-classify", args.master, {"spark.ui.showConsoleProgress": "false"})
@@ -80,10 +80,10 @@ def _classify(args: argparse.Namespace) -> None:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from seglake.config import load_config
-    from seglake.pipeline import default_run_id
-    from seglake.score import score
-    from seglake.session import build_spark
+    from seglake.core.config import load_config
+    from seglake.core.pipeline import default_run_id
+    from seglake.segmentation.score import score
+    from seglake.core.session import build_spark
 
     config = load_config(args.config, args.set)
     run_id = args.run_id or default_run_id()
@@ -115,9 +115,9 @@ def _synth(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from seglake.config import load_config
-    from seglake.session import build_spark
-    from seglake.tracking import run_tracked
+    from seglake.core.config import load_config
+    from seglake.core.session import build_spark
+    from seglake.core.tracking import run_tracked
 
     config = load_config(args.config, args.set)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "setup":
-            from seglake.jars import delta_jars
+            from seglake.core.jars import delta_jars
 
             for path in delta_jars(download=True):
                 print(f"[setup] {path}")

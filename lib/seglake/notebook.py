@@ -2,7 +2,7 @@
 
 On Databricks, widgets come from ``dbutils.widgets`` and the session is the cluster's; elsewhere a
 widget falls back to the environment variable ``SEGLAKE_<NAME>`` and then to its default, and the
-session comes from :func:`seglake.session.build_spark`.
+session comes from :func:`seglake.core.session.build_spark`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def widget(name: str, default: str) -> str:
 
 def session(app_name: str) -> SparkSession:
     """The running session on Databricks, or a local one with Delta enabled."""
-    from seglake.session import build_spark
+    from seglake.core.session import build_spark
 
     return build_spark(app_name)
 
@@ -56,6 +56,6 @@ def gold(spark: SparkSession, config, table: str, run_id: str):
     """One run's rows of a gold table (small tables: sweep, profiles, descriptions, ...)."""
     from pyspark.sql import functions as F
 
-    from seglake.tables import Tables, read_delta
+    from seglake.core.tables import Tables, read_delta
 
     return read_delta(spark, Tables.of(config).gold(table), table).where(F.col("run_id") == run_id)

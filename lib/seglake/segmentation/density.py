@@ -20,7 +20,7 @@ Steps of :func:`density` (config section ``density``):
    sample (``min_cluster_size`` scaled by the same fraction); the adjusted Rand index between the
    two labelings of those rows (noise counted as a label) is the group's ``stability_ari``. UMAP can
    tear clusters apart; a low ARI says the clusters depend on the seed and sample.
-5. A surrogate XGBoost per group (:mod:`seglake.surrogate`) learns the sample's labels from the raw
+5. A surrogate XGBoost per group (:mod:`seglake.segmentation.surrogate`) learns the sample's labels from the raw
    features, its held-out accuracy is the ``fidelity``, and a pandas UDF assigns every entity.
 
 Writes ``gold/clusters`` (one row per entity; sampled rows keep their HDBSCAN label, membership
@@ -48,11 +48,11 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from seglake.config import DensityConfig, SeglakeConfig
-from seglake.errors import SeglakeError
-from seglake.stages import StageResult
-from seglake.surrogate import NOISE, SURROGATE_SCHEMA, assign, fit_surrogate, save_with_manifest
-from seglake.tables import Tables, delta_exists, read_delta, sql_string, write_run
+from seglake.core.config import DensityConfig, SeglakeConfig
+from seglake.core.errors import SeglakeError
+from seglake.core.stages import StageResult
+from seglake.segmentation.surrogate import NOISE, SURROGATE_SCHEMA, assign, fit_surrogate, save_with_manifest
+from seglake.core.tables import Tables, delta_exists, read_delta, sql_string, write_run
 
 GROUP_STRIDE = 1000
 MANIFEST = "manifest-density.json"

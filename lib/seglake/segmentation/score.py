@@ -3,10 +3,10 @@
 ``seglake score --config FILE --model-run RUN --input PATH`` reads one batch, either
 
 - raw events (a config with an ``events`` source): every row through ingest's validation
-  (:func:`seglake.ingest.classify_events`), the valid ones through the same feature definitions
-  (:func:`seglake.features.aggregate_features`, refused unless they equal the model's), or
+  (:func:`seglake.segmentation.ingest.classify_events`), the valid ones through the same feature definitions
+  (:func:`seglake.segmentation.features.aggregate_features`, refused unless they equal the model's), or
 - entity rows (an ``entities`` source): typed like the features stage does
-  (:func:`seglake.features.prepare_entities`), after checking every feature the model was trained on
+  (:func:`seglake.segmentation.features.prepare_entities`), after checking every feature the model was trained on
   is present and numeric,
 
 then applies the model run's saved transform (unseen categories map to the all-zero one-hot vector,
@@ -16,7 +16,7 @@ has a density stage, its surrogate (``cluster``, ``cluster_probability``). Nothi
 Every entity is scored: the training filter is *not* applied, ``in_training_filter`` says whether
 the entity would have passed it. Rows go to ``gold/segments`` under the scoring run's id (with
 ``model_run``), rejected input rows to ``bronze/scoring_quarantine`` with their reason (training's
-bronze tables are never written), one PSI per feature to ``gold/drift`` (:mod:`seglake.drift`,
+bronze tables are never written), one PSI per feature to ``gold/drift`` (:mod:`seglake.segmentation.drift`,
 computed on the entities that pass the training filter, the population the training quantiles
 describe), and a ``score`` row to ``gold/runs``. Every write replaces the scoring run's own rows,
 so re-running a run id never duplicates anything.
@@ -35,19 +35,19 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from seglake.config import EntitiesSource, FilterConfig, SeglakeConfig, check_run_id, require_columns
-from seglake.density import MANIFEST as DENSITY_MANIFEST
-from seglake.drift import DRIFT_COLUMNS, drift_rows
-from seglake.errors import SeglakeError
-from seglake.features import aggregate_features, prepare_entities, read_entity_table
-from seglake.ingest import classify_events, list_files, read_raw
-from seglake.models import load_clustering, load_transform, path_exists, read_manifest, record_run
-from seglake.prepare import ENTITY_ID, FEATURES, filter_condition
-from seglake.segment import assigned_distance
-from seglake.stages import StageResult
-from seglake.surrogate import predicted_cluster, saved_models
-from seglake.sweep import PREDICTION, cluster_centers
-from seglake.tables import Tables, delta_exists, sql_string, write_run
+from seglake.core.config import EntitiesSource, FilterConfig, SeglakeConfig, check_run_id, require_columns
+from seglake.segmentation.density import MANIFEST as DENSITY_MANIFEST
+from seglake.segmentation.drift import DRIFT_COLUMNS, drift_rows
+from seglake.core.errors import SeglakeError
+from seglake.segmentation.features import aggregate_features, prepare_entities, read_entity_table
+from seglake.segmentation.ingest import classify_events, list_files, read_raw
+from seglake.core.artifacts import load_clustering, load_transform, path_exists, read_manifest, record_run
+from seglake.segmentation.prepare import ENTITY_ID, FEATURES, filter_condition
+from seglake.segmentation.segment import assigned_distance
+from seglake.core.stages import StageResult
+from seglake.segmentation.surrogate import predicted_cluster, saved_models
+from seglake.segmentation.sweep import PREDICTION, cluster_centers
+from seglake.core.tables import Tables, delta_exists, sql_string, write_run
 
 SEGMENT_COLUMNS = ["run_id", ENTITY_ID, "segment", "distance", "cluster", "cluster_probability",
                    "x", "y", "model_run", "in_training_filter"]

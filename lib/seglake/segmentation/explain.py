@@ -38,12 +38,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from seglake.config import ExplainConfig, SeglakeConfig
-from seglake.density import feature_columns, stratified_sample
-from seglake.errors import SeglakeError
-from seglake.stages import StageResult
-from seglake.surrogate import NOISE, save_with_manifest, train_test_indices
-from seglake.tables import Tables, delta_exists, read_delta, sql_string, write_run
+from seglake.core.config import ExplainConfig, SeglakeConfig
+from seglake.segmentation.density import feature_columns, stratified_sample
+from seglake.core.errors import SeglakeError
+from seglake.core.stages import StageResult
+from seglake.segmentation.surrogate import NOISE, save_with_manifest, train_test_indices
+from seglake.core.tables import Tables, delta_exists, read_delta, sql_string, write_run
 
 MANIFEST = "manifest-explain.json"
 TARGET_SCHEMA = T.StructType([

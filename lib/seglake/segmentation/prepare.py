@@ -23,8 +23,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from seglake.config import FilterConfig, TransformConfig, require_columns
-from seglake.errors import SeglakeError
+from seglake.core.config import FilterConfig, TransformConfig, require_columns
+from seglake.core.errors import SeglakeError
 
 ENTITY_ID = "entity_id"
 FEATURES = "features"  # the output vector column of the transform

@@ -1,6 +1,6 @@
 """MLflow tracking of a pipeline run: config as params, gold-table metrics, models and report.
 
-:func:`run_tracked` wraps :func:`seglake.pipeline.run_stages` in one MLflow run tagged with the
+:func:`run_tracked` wraps :func:`seglake.core.pipeline.run_stages` in one MLflow run tagged with the
 seglake run id and use case. The experiment is opened before any stage starts, so a wrong or
 unreachable ``tracking.tracking_uri`` fails in seconds, not after hours of Spark. Everything else is
 logged once the stages have finished, from the run's small gold tables:
@@ -39,18 +39,18 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from seglake.config import SeglakeConfig, check_run_id
-from seglake.errors import SeglakeError
-from seglake.pipeline import STAGES, default_run_id, plan_stages, run_stages
-from seglake.stages import StageResult
-from seglake.tables import Tables, delta_exists
+from seglake.core.config import SeglakeConfig, check_run_id
+from seglake.core.errors import SeglakeError
+from seglake.core.pipeline import STAGES, default_run_id, plan_stages, run_stages
+from seglake.core.stages import StageResult
+from seglake.core.tables import Tables, delta_exists
 
 # Open-source MLflow takes 6000-character param values, Databricks fewer: 500 is safe for both, and
 # the untruncated config is logged as config/config.json anyway.
 PARAM_VALUE_LIMIT = 500
 TAG_RUN_ID = "seglake.run_id"
 TAG_USE_CASE = "seglake.use_case"
-TAG_STAGES = "seglake.stages"
+TAG_STAGES = "seglake.core.stages"
 MODEL_STAGES = {"sweep", "segment", "density", "explain", "classify", "assign"}
 SWEEP_METRICS = ["wssse", "sse", "silhouette", "silhouette_exact", "min_cluster_share", "seconds"]
 QUALITY_METRICS = ["population", "sample_rows", "clusters", "noise_share", "stability_ari",
@@ -192,7 +192,7 @@ def run_tracked(
     echo: Callable[[str], None] = print,
     enabled: bool = True,
 ) -> list[StageResult]:
-    """Run stages like :func:`seglake.pipeline.run_stages`, tracked as one MLflow run.
+    """Run stages like :func:`seglake.core.pipeline.run_stages`, tracked as one MLflow run.
 
     Parameters
     ----------

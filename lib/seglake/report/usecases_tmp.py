@@ -17,11 +17,11 @@ from plotly.subplots import make_subplots
 from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
-from seglake.errors import SeglakeError
-from seglake.movielens import bronze_path
+from seglake.core.errors import SeglakeError
+from seglake.usecases.movielens.ratings import bronze_path
 from seglake.report import PALETTE, _figure_html, _missing, _run_rows, _section, _small, _table_html
-from seglake.tables import Tables, delta_exists
-from seglake.tastes import AGE_BANDS, ALL_USERS, OLDEST_BAND
+from seglake.core.tables import Tables, delta_exists
+from seglake.usecases.movielens.tastes import AGE_BANDS, ALL_USERS, OLDEST_BAND
 
 RATINGS = [5, 4, 3, 2, 1]
 ATTRIBUTES = [("gender", "gender"), ("age_band", "age band"), ("occupation", "occupation")]

@@ -29,8 +29,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from seglake.errors import SeglakeError
-from seglake.tables import get_bytes, put_bytes
+from seglake.core.errors import SeglakeError
+from seglake.core.tables import get_bytes, put_bytes
 
 NOISE = -1
 SURROGATE_SCHEMA = T.StructType([

@@ -20,10 +20,10 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from seglake.config import EventsSource, SeglakeConfig, require_columns
-from seglake.errors import SeglakeError
-from seglake.stages import StageResult
-from seglake.tables import Tables, delta_exists, retry_conflicts, sql_string
+from seglake.core.config import EventsSource, SeglakeConfig, require_columns
+from seglake.core.errors import SeglakeError
+from seglake.core.stages import StageResult
+from seglake.core.tables import Tables, delta_exists, retry_conflicts, sql_string
 
 CORRUPT = "_corrupt_record"
 SPARK_TYPES = {

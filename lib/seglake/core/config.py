@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from seglake.errors import SeglakeError
+from seglake.core.errors import SeglakeError
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_()\-]*$")
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -340,7 +340,7 @@ class RatingsSource(Strict):
 
 
 class TrackingConfig(Strict):
-    """MLflow tracking of every run: params, per-stage metrics and artifacts (``seglake.tracking``).
+    """MLflow tracking of every run: params, per-stage metrics and artifacts (``seglake.core.tracking``).
 
     Without ``tracking_uri`` a local lakehouse gets an SQLite store beside its tables; a lakehouse
     URI (``s3a://``, ``dbfs:/``) without one turns tracking off with a printed line.

@@ -3,7 +3,7 @@
 ``<lakehouse>/<name>/reports/<run_id>/index.html`` (or under ``report.dir``): plotly charts with the
 plotly.js bundle embedded once, so the file opens offline and can be mailed. Sections whose table a
 run did not produce say so instead of disappearing. The MovieLens and text-cluster sections are in
-:mod:`seglake.report_usecases`.
+:mod:`seglake.report.usecases_tmp`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from plotly.subplots import make_subplots
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from seglake.config import SeglakeConfig
-from seglake.errors import SeglakeError
-from seglake.stages import StageResult
-from seglake.tables import Tables, delta_exists
+from seglake.core.config import SeglakeConfig
+from seglake.core.errors import SeglakeError
+from seglake.core.stages import StageResult
+from seglake.core.tables import Tables, delta_exists
 
 MAP_POINTS = 20_000  # plotted sample points: enough to see every cluster, light enough for a browser
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -167,7 +167,7 @@ def build_report(spark: SparkSession, config: SeglakeConfig, run_id: str) -> Sta
     """Write the run's HTML report from its gold tables.
 
     A ``texts`` config gets the text-cluster sections and a ``ratings`` config the MovieLens ones
-    after its sweep and segments (both in :mod:`seglake.report_usecases`).
+    after its sweep and segments (both in :mod:`seglake.report.usecases_tmp`).
 
     Returns
     -------
@@ -177,7 +177,7 @@ def build_report(spark: SparkSession, config: SeglakeConfig, run_id: str) -> Sta
     started = time.monotonic()
     tables = Tables.of(config)
     if config.texts is not None:
-        from seglake.report_usecases import text_sections  # imports this module: loaded on use
+        from seglake.report.usecases_tmp import text_sections  # imports this module: loaded on use
 
         sections, charts = text_sections(spark, tables, run_id)
     else:
@@ -222,7 +222,7 @@ def _segmentation_sections(spark: SparkSession, config: SeglakeConfig, tables: T
     else:
         sections.append(_section("Segments", _missing("the segment stage")))
     if config.ratings is not None:  # MovieLens: no density, explain or events ingest; its own tables
-        from seglake.report_usecases import movielens_sections  # imports this module: loaded on use
+        from seglake.report.usecases_tmp import movielens_sections  # imports this module: loaded on use
 
         more, more_charts = movielens_sections(spark, tables, run_id)
         sections, charts = sections + more, charts + more_charts

@@ -8,7 +8,7 @@ persistence, and writes:
   distance, cluster, cluster_probability, x, y, model_run, in_training_filter`` — ``distance`` is
   the Euclidean distance to the segment's center in the transformed (log1p, scaled) space, a "how
   typical" score; ``cluster`` .. ``y`` stay null until the density stage fills them; ``model_run``
-  is the run itself and ``in_training_filter`` true (scoring runs, :mod:`seglake.score`, write
+  is the run itself and ``in_training_filter`` true (scoring runs, :mod:`seglake.segmentation.score`, write
   the same columns with the model's run and the filter's verdict);
 - ``gold/profiles`` (partitioned by ``run_id``), long format so any feature set fits: ``run_id,
   segment, size, share, feature, mean, median, p10, p90`` — the seed's centers table with its
@@ -26,9 +26,9 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from seglake.config import FilterConfig, SeglakeConfig
-from seglake.errors import SeglakeError
-from seglake.models import (
+from seglake.core.config import FilterConfig, SeglakeConfig
+from seglake.core.errors import SeglakeError
+from seglake.core.artifacts import (
     CLUSTERING,
     load_transform,
     read_manifest,
@@ -36,10 +36,10 @@ from seglake.models import (
     save_model,
     write_manifest,
 )
-from seglake.prepare import ENTITY_ID, FEATURES, filter_condition
-from seglake.stages import StageResult
-from seglake.sweep import PREDICTION, cluster_centers, fit_clustering, squared_distance, stable_layout
-from seglake.tables import Tables, delta_exists, write_run
+from seglake.segmentation.prepare import ENTITY_ID, FEATURES, filter_condition
+from seglake.core.stages import StageResult
+from seglake.segmentation.sweep import PREDICTION, cluster_centers, fit_clustering, squared_distance, stable_layout
+from seglake.core.tables import Tables, delta_exists, write_run
 
 QUANTILE_ACCURACY = 100_000
 PROFILE_COLUMNS = ["run_id", "segment", "size", "share", "feature", "mean", "median", "p10", "p90"]

@@ -30,12 +30,12 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from seglake.config import (
+from seglake.core.config import (
     IDENTIFIER, EntitiesSource, FeatureDef, FeaturesConfig, SeglakeConfig, require_columns,
 )
-from seglake.errors import SeglakeError
-from seglake.stages import StageResult
-from seglake.tables import Tables, delta_exists, read_delta, retry_conflicts
+from seglake.core.errors import SeglakeError
+from seglake.core.stages import StageResult
+from seglake.core.tables import Tables, delta_exists, read_delta, retry_conflicts
 
 ENTITY_ID = "entity_id"
 SECONDS_PER_DAY = 86_400

@@ -38,10 +38,10 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from seglake.config import SeglakeConfig, TextClustersConfig, TextsSource, require_columns
-from seglake.errors import SeglakeError
-from seglake.stages import StageResult
-from seglake.tables import Tables, write_run
+from seglake.core.config import SeglakeConfig, TextClustersConfig, TextsSource, require_columns
+from seglake.core.errors import SeglakeError
+from seglake.core.stages import StageResult
+from seglake.core.tables import Tables, write_run
 
 NO_GROUP = "all"
 MINILM_DIMENSIONS = 384

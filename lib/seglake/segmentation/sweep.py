@@ -40,11 +40,11 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from sklearn.metrics import pairwise_distances_argmin, silhouette_score
 
-from seglake.config import SeglakeConfig
-from seglake.errors import SeglakeError
-from seglake.drift import training_bins
-from seglake.models import TRANSFORM, library_versions, record_run, save_model, write_manifest
-from seglake.prepare import (
+from seglake.core.config import SeglakeConfig
+from seglake.core.errors import SeglakeError
+from seglake.segmentation.drift import training_bins
+from seglake.core.artifacts import TRANSFORM, library_versions, record_run, save_model, write_manifest
+from seglake.segmentation.prepare import (
     ENTITY_ID,
     FEATURES,
     feature_columns,
@@ -53,8 +53,8 @@ from seglake.prepare import (
     fit_transform_pipeline,
     vectors,
 )
-from seglake.stages import StageResult
-from seglake.tables import Tables, read_delta, write_run
+from seglake.core.stages import StageResult
+from seglake.core.tables import Tables, read_delta, write_run
 
 PREDICTION = "prediction"
 # Below this relative fall of SSE from the first to the last k the curve is flat: any "knee" kneed

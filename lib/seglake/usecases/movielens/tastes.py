@@ -25,11 +25,11 @@ import time
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from seglake.config import SeglakeConfig
-from seglake.errors import SeglakeError
-from seglake.movielens import bronze_path
-from seglake.stages import StageResult
-from seglake.tables import Tables, read_delta, write_run
+from seglake.core.config import SeglakeConfig
+from seglake.core.errors import SeglakeError
+from seglake.usecases.movielens.ratings import bronze_path
+from seglake.core.stages import StageResult
+from seglake.core.tables import Tables, read_delta, write_run
 
 ALL_USERS = -1
 AGE_BANDS = [(18, "under 18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (55, "45-54")]

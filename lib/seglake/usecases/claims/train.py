@@ -40,13 +40,13 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from seglake.classify import (
+from seglake.usecases.claims.classify import (
     INPUTS_FILE, METRICS_FILE, MODEL_FOLDER, PREDICTED_CLASS, ModelInputs, write_text,
 )
-from seglake.config import ClassifierConfig, EntitiesSource, SeglakeConfig, require_columns
-from seglake.errors import SeglakeError
-from seglake.stages import StageResult
-from seglake.tables import Tables, delta_exists, sql_string, write_run
+from seglake.core.config import ClassifierConfig, EntitiesSource, SeglakeConfig, require_columns
+from seglake.core.errors import SeglakeError
+from seglake.core.stages import StageResult
+from seglake.core.tables import Tables, delta_exists, sql_string, write_run
 
 CORRUPT = "_corrupt_record"
 REASON = "_reason"

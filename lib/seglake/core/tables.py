@@ -29,8 +29,8 @@ from delta.exceptions import (
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
-from seglake.config import SeglakeConfig, check_run_id
-from seglake.errors import SeglakeError
+from seglake.core.config import SeglakeConfig, check_run_id
+from seglake.core.errors import SeglakeError
 
 
 @dataclass(frozen=True)

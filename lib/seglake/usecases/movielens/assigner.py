@@ -30,12 +30,12 @@ from pyspark.sql import functions as F
 from sklearn.metrics import f1_score
 from sklearn.model_selection import train_test_split
 
-from seglake.config import SeglakeConfig
-from seglake.errors import SeglakeError
-from seglake.stages import StageResult
-from seglake.surrogate import save_with_manifest, verified_bytes
-from seglake.tables import Tables, write_run
-from seglake.tastes import bronze, run_segments
+from seglake.core.config import SeglakeConfig
+from seglake.core.errors import SeglakeError
+from seglake.core.stages import StageResult
+from seglake.segmentation.surrogate import save_with_manifest, verified_bytes
+from seglake.core.tables import Tables, write_run
+from seglake.usecases.movielens.tastes import bronze, run_segments
 
 MODEL, SPEC, MANIFEST = "assigner.json", "assigner_spec.json", "manifest.json"
 SCORES = "user_id long, assigned_segment int, probability double"

@@ -33,10 +33,10 @@ from pyspark.ml.recommendation import ALS
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from seglake.config import RatingsSource, SeglakeConfig
-from seglake.errors import SeglakeError
-from seglake.stages import StageResult
-from seglake.tables import Tables, write_run
+from seglake.core.config import RatingsSource, SeglakeConfig
+from seglake.core.errors import SeglakeError
+from seglake.core.stages import StageResult
+from seglake.core.tables import Tables, write_run
 
 RATING_FIELDS = {"user_id": "long", "item_id": "long", "rating": "int", "timestamp": "long"}
 USER_FIELDS = {"user_id": "long", "age": "int", "gender": "string", "occupation": "string",

@@ -12,7 +12,7 @@ import os
 import urllib.request
 from pathlib import Path
 
-from seglake.errors import SeglakeError
+from seglake.core.errors import SeglakeError
 
 MAVEN_CENTRAL = "https://repo1.maven.org/maven2"
 DELTA_VERSION = "4.0.1"

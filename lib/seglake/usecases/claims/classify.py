@@ -1,6 +1,6 @@
 """Score raw records with a saved claim classifier: one JSON record, JSON lines or a CSV batch.
 
-A classifier folder (written by :func:`seglake.claims.train_classifier`) is a Spark ML
+A classifier folder (written by :func:`seglake.usecases.claims.train.train_classifier`) is a Spark ML
 ``PipelineModel`` plus two small JSON files that MLlib's loader ignores::
 
     <lakehouse>/<name>/models/<run_id>/classifier/
@@ -35,8 +35,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from seglake.errors import SeglakeError
-from seglake.tables import put_bytes
+from seglake.core.errors import SeglakeError
+from seglake.core.tables import put_bytes
 
 INPUTS_FILE = "inputs.json"
 METRICS_FILE = "metrics.json"
@@ -97,7 +97,7 @@ class ModelInputs:
 
 
 def write_text(spark: SparkSession, path: str, text: str) -> None:
-    """Write a small text file on local disk, HDFS or S3 (see :func:`seglake.tables.put_bytes`)."""
+    """Write a small text file on local disk, HDFS or S3 (see :func:`seglake.core.tables.put_bytes`)."""
     put_bytes(spark, path, text.encode())
 
 

@@ -9,26 +9,26 @@ from datetime import datetime, timezone
 
 from pyspark.sql import SparkSession
 
-from seglake.config import SeglakeConfig, check_run_id
-from seglake.errors import SeglakeError
-from seglake.stages import StageResult
+from seglake.core.config import SeglakeConfig, check_run_id
+from seglake.core.errors import SeglakeError
+from seglake.core.stages import StageResult
 
 Stage = Callable[[SparkSession, SeglakeConfig, str], StageResult]
 
 # Every stage, in run order, as "module:function" so that importing the pipeline does not import
 # every stage's heavy libraries (UMAP, SHAP, ...). A config runs those that apply to its source.
 STAGES: dict[str, str] = {
-    "ingest": "seglake.ingest:ingest",
-    "ratings": "seglake.movielens:ingest_ratings",
-    "features": "seglake.features:build_entities",
-    "sweep": "seglake.sweep:sweep",
-    "segment": "seglake.segment:segment",
-    "tastes": "seglake.tastes:tastes",
-    "assign": "seglake.assigner:assign",
-    "density": "seglake.density:density",
-    "explain": "seglake.explain:explain",
-    "classify": "seglake.claims:train_classifier",
-    "text": "seglake.text:text_clusters",
+    "ingest": "seglake.segmentation.ingest:ingest",
+    "ratings": "seglake.usecases.movielens.ratings:ingest_ratings",
+    "features": "seglake.segmentation.features:build_entities",
+    "sweep": "seglake.segmentation.sweep:sweep",
+    "segment": "seglake.segmentation.segment:segment",
+    "tastes": "seglake.usecases.movielens.tastes:tastes",
+    "assign": "seglake.usecases.movielens.assigner:assign",
+    "density": "seglake.segmentation.density:density",
+    "explain": "seglake.segmentation.explain:explain",
+    "classify": "seglake.usecases.claims.train:train_classifier",
+    "text": "seglake.usecases.text.clusters:text_clusters",
     "report": "seglake.report:build_report",
 }
 EVENTS_ONLY = {"ingest"}
@@ -81,7 +81,7 @@ def run_stages(
 ) -> list[StageResult]:
     """Run the named stages (default: all the config supports) in pipeline order.
 
-    This runs without MLflow; :func:`seglake.tracking.run_tracked` wraps it in a tracked run.
+    This runs without MLflow; :func:`seglake.core.tracking.run_tracked` wraps it in a tracked run.
 
     Parameters
     ----------

@@ -23,9 +23,9 @@ from pyspark.ml.clustering import BisectingKMeansModel, GaussianMixtureModel, KM
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from seglake.config import SeglakeConfig
-from seglake.errors import SeglakeError
-from seglake.tables import Tables, delta_exists, put_bytes, write_run
+from seglake.core.config import SeglakeConfig
+from seglake.core.errors import SeglakeError
+from seglake.core.tables import Tables, delta_exists, put_bytes, write_run
 
 MANIFEST = "manifest.json"
 TRANSFORM = "transform"
