@@ -3,13 +3,16 @@ from pathlib import Path
 import pytest
 
 from conftest import write_config
+from seglake import synth
 from seglake.core.config import check_run_id, load_config, require_columns
 from seglake.core.errors import SeglakeError
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
 MINIMAL = """
 name: demo
 lakehouse: lh
 events:
+  columns: {user: string, plays: long}
   path: raw/events
 """
 
@@ -20,9 +23,29 @@ def test_minimal_config_gets_defaults_and_paths_relative_to_the_file(tmp_path: P
     assert config.lakehouse == str(tmp_path / "lh")
     assert config.events.path == str(tmp_path / "raw" / "events")
     assert config.events.format == "parquet"
-    assert config.events.columns["uid"] == "long"
-    assert config.events.rules.allowed_values == {"finish": [0, 1], "like": [0, 1]}
+    assert config.events.columns == {"user": "string", "plays": "long"}
+    # No schema-specific rule by default: the config names the columns each rule applies to.
+    rules = config.events.rules
+    assert (rules.not_null, rules.non_negative, rules.allowed_values, rules.dedupe) == ([], [], {}, True)
     assert config.sweep.k_min == 2 and config.sweep.k_max == 9
+    assert config.text_clusters.k_min == 2 and config.text_clusters.k_max == 8
+
+
+def test_events_columns_are_required(tmp_path: Path):
+    text = MINIMAL.replace("  columns: {user: string, plays: long}\n", "")
+    with pytest.raises(SeglakeError, match="missing key 'events.columns'"):
+        load_config(write_config(tmp_path, text))
+
+
+@pytest.mark.parametrize("section", ["sweep", "text_clusters"])
+def test_k_range_below_its_minimum_is_one_line_naming_the_key(tmp_path: Path, section: str):
+    path = write_config(tmp_path, MINIMAL + f"{section}: {{k_min: 5, k_max: 3}}\n")
+    with pytest.raises(SeglakeError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert len(message.splitlines()) == 1
+    assert f"key '{section}.k_max': k_max (3) is below k_min (5)" in message
+    assert load_config(path, [f"{section}.k_max=5"]).model_dump()[section]["k_max"] == 5
 
 
 def test_uris_are_left_alone(tmp_path: Path):
@@ -55,7 +78,7 @@ def test_exactly_one_source(tmp_path: Path):
 
 
 def test_column_names_cannot_carry_expressions(tmp_path: Path):
-    text = MINIMAL + "  columns: {'uid; DROP TABLE x': long}\n"
+    text = MINIMAL.replace("user: string", "'uid; DROP TABLE x': string")
     with pytest.raises(SeglakeError, match="not a plain column name"):
         load_config(write_config(tmp_path, text))
 
@@ -64,6 +87,9 @@ def test_rules_must_name_configured_columns(tmp_path: Path):
     text = MINIMAL + "  rules: {not_null: [user_id]}\n"
     with pytest.raises(SeglakeError, match="user_id"):
         load_config(write_config(tmp_path, text))
+    text = MINIMAL + "  rules: {not_null: [user], allowed_values: {plays: [0, 1]}}\n"
+    rules = load_config(write_config(tmp_path, text)).events.rules
+    assert rules.not_null == ["user"] and rules.allowed_values == {"plays": [0, 1]}
 
 
 def test_overrides_and_environment(tmp_path: Path, monkeypatch):
@@ -91,5 +117,15 @@ def test_run_id_and_required_columns():
 
 
 def test_every_shipped_config_validates():
-    for path in sorted(Path(__file__).resolve().parents[1].glob("conf/*.yaml")):
+    for path in sorted(CONF.glob("*.yaml")):
         assert load_config(path).name == path.stem
+
+
+@pytest.mark.parametrize("name", ["tiktok_users", "tiktok_authors"])
+def test_events_configs_name_the_schema_seglake_synth_writes(name: str):
+    events = load_config(CONF / f"{name}.yaml").events
+    assert list(events.columns) == list(synth.COLUMNS)
+    assert set(events.columns.values()) == {"long"}   # synth's Parquet columns are int64
+    assert events.rules.not_null == ["uid", "item_id", "author_id"]
+    assert events.rules.non_negative == ["duration_time", "time"]
+    assert events.rules.allowed_values == {"finish": [0, 1], "like": [0, 1]}

@@ -1,0 +1,178 @@
+"""Each stage's settings: features, filter, transform, sweep, density, explain, drift, tracking, text clusters."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from seglake.core.config.base import KRange, Strict, check_identifier
+
+AggName = Literal["count", "sum", "mean", "min", "max", "count_distinct", "ratio", "active_days"]
+
+
+class FeatureDef(Strict):
+    """One per-entity aggregation over ``bronze/events``."""
+
+    agg: AggName
+    column: str | None = None
+    numerator: str | None = None
+    denominator: str | None = None
+
+    @model_validator(mode="after")
+    def _operands(self) -> "FeatureDef":
+        if self.agg == "ratio":
+            if not (self.numerator and self.denominator):
+                raise ValueError("agg 'ratio' needs numerator and denominator (feature names)")
+        elif self.agg != "count" and not self.column:
+            raise ValueError(f"agg '{self.agg}' needs a column")
+        if self.column:
+            check_identifier(self.column)
+        return self
+
+
+class FeaturesConfig(Strict):
+    """Per-entity features aggregated from events into ``silver/entities``."""
+
+    entity: str = "uid"
+    definitions: dict[str, FeatureDef] = Field(default_factory=dict)
+    approximate_distinct: bool = False
+    # HLL++ sketch size grows as 1/rsd**2: at 0.01 the sketches cost more than exact counting
+    # (bench/bench_features.py); 0.05 is Spark's own default.
+    approximate_rsd: float = Field(0.05, gt=0.0, lt=0.4)
+
+    @field_validator("definitions")
+    @classmethod
+    def _names(cls, definitions: dict[str, FeatureDef]) -> dict[str, FeatureDef]:
+        for name, spec in definitions.items():
+            check_identifier(name)
+            for ref in (spec.numerator, spec.denominator):
+                if ref and ref not in definitions:
+                    raise ValueError(f"feature '{name}' refers to unknown feature '{ref}'")
+        return definitions
+
+
+class FilterConfig(Strict):
+    """Keep entities whose features are within these bounds (inclusive)."""
+
+    min: dict[str, float] = Field(default_factory=dict)
+    max: dict[str, float] = Field(default_factory=dict)
+
+
+class TransformConfig(Strict):
+    """log1p then scaling, fitted as a Spark ML Pipeline and saved with the run."""
+
+    log1p: bool | list[str] = True
+    scaling: Literal["standard", "minmax", "none"] = "standard"
+
+
+class SweepConfig(KRange):
+    """Clustering over a range of k, with the choice of k explained."""
+
+    algorithm: Literal["kmeans", "bisecting_kmeans", "gaussian_mixture"] = "kmeans"
+    k: int | None = Field(None, ge=2)
+    seed: int = 0
+    max_iter: int = Field(30, ge=1)
+    silhouette_sample: int = Field(10_000, ge=100)
+    fit_sample: int | None = Field(250_000, ge=1_000)
+    min_share: float = Field(0.005, ge=0.0, lt=0.5)
+
+
+class UmapConfig(Strict):
+    """UMAP settings for clustering (not for pictures: the 2-D map has its own fit).
+
+    The defaults follow umap-learn's advice for clustering: more neighbours than the default 15
+    (broader structure, fewer spurious splits), ``min_dist`` 0 (points packed densely, which is what
+    HDBSCAN looks for) and a few more dimensions than 2 (less tearing of clusters).
+    """
+
+    n_neighbors: int = Field(30, ge=2)
+    min_dist: float = Field(0.0, ge=0.0)
+    n_components: int = Field(5, ge=2)
+    metric: Literal["euclidean", "manhattan", "cosine", "correlation"] = "euclidean"
+    map_min_dist: float = Field(0.1, ge=0.0)
+    n_epochs: int | None = Field(None, ge=10)
+
+
+class HdbscanConfig(Strict):
+    """HDBSCAN settings; ``min_samples`` defaults to ``min_cluster_size``."""
+
+    min_cluster_size: int = Field(50, ge=2)
+    min_samples: int | None = Field(None, ge=1)
+    cluster_selection_method: Literal["eom", "leaf"] = "eom"
+
+
+class DensityConfig(Strict):
+    """UMAP + HDBSCAN on a bounded sample, then a surrogate classifier for everyone."""
+
+    sample_size: int = Field(50_000, ge=100)
+    group_by: Literal["none", "segment"] = "none"
+    seed: int = 0
+    umap: UmapConfig = Field(default_factory=UmapConfig)
+    hdbscan: HdbscanConfig = Field(default_factory=HdbscanConfig)
+    stability_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    surrogate_trees: int = Field(100, ge=1)
+    surrogate_max_depth: int = Field(6, ge=1, le=16)
+    surrogate_holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9)
+
+
+class ExplainConfig(Strict):
+    """One-vs-rest XGBoost + SHAP per cluster and per segment."""
+
+    min_cluster_size: int = Field(30, ge=2)
+    sample_size: int = Field(20_000, ge=100)
+    holdout_fraction: float = Field(0.25, gt=0.0, lt=0.9)
+    top_features: int = Field(4, ge=1)
+    seed: int = 0
+    trees: int = Field(100, ge=1)
+    max_depth: int = Field(4, ge=1, le=16)
+    noun: str = Field("entities", min_length=1, max_length=40)
+
+
+class DriftConfig(Strict):
+    """Population stability of scored batches against the training entities (``seglake score``)."""
+
+    bins: int = Field(10, ge=2, le=100)
+    warn: float = Field(0.1, gt=0.0)
+    flag: float = Field(0.25, gt=0.0)
+
+    @model_validator(mode="after")
+    def _order(self) -> "DriftConfig":
+        if self.flag < self.warn:
+            raise ValueError(f"flag ({self.flag}) is below warn ({self.warn})")
+        return self
+
+
+class TrackingConfig(Strict):
+    """MLflow tracking of every run: params, per-stage metrics and artifacts (``seglake.core.tracking``).
+
+    Without ``tracking_uri`` a local lakehouse gets an SQLite store beside its tables; a lakehouse
+    URI (``s3a://``, ``dbfs:/``) without one turns tracking off with a printed line.
+    """
+
+    enabled: bool = True
+    tracking_uri: str | None = None
+    experiment: str | None = Field(None, min_length=1, max_length=500)
+    artifact_location: str | None = None
+
+    @field_validator("tracking_uri", "artifact_location", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # `${MLFLOW_TRACKING_URI:-}` expands to "" when the variable is unset: that means "default".
+        return None if value == "" else value
+
+
+class TextClustersConfig(KRange):
+    """Sentence embeddings, KMeans per group with k chosen by silhouette, a 2-D map, keywords."""
+
+    k_max: int = Field(8, ge=2)
+    embedder: Literal["minilm", "tfidf_svd"] = "minilm"
+    k: int | None = Field(None, ge=2)
+    seed: int = 0
+    silhouette_sample: int = Field(5000, ge=100)
+    map_sample: int = Field(5000, ge=10)
+    min_group_size: int = Field(20, ge=4)
+    keywords: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    svd_components: int = Field(100, ge=2)
+    umap_neighbors: int = Field(15, ge=2)
