@@ -1,0 +1,1 @@
+"""Claims: the claim/opinion classifier (a Spark ML PipelineModel) and ``seglake classify``."""

@@ -1,13 +1,16 @@
 """Score raw records with a saved claim classifier: one JSON record, JSON lines or a CSV batch.
 
 A classifier folder (written by :func:`seglake.usecases.claims.train.train_classifier`) is a Spark ML
-``PipelineModel`` plus two small JSON files that MLlib's loader ignores::
+``PipelineModel`` plus three small JSON files that MLlib's loader ignores::
 
     <lakehouse>/<name>/models/<run_id>/classifier/
         metadata/, stages/   the PipelineModel: tokenizer → counts → IDF, indexers → one-hot,
                              log1p, assembler, classifier, index → class name
         inputs.json          the contract: text, categorical and numeric fields, id, class order
         metrics.json         how good it is: accuracy, F1, confusion matrices, split sizes
+        manifest.json        the sha256 of each of the above, in the one manifest format of
+                             :mod:`seglake.core.artifacts`; :func:`load_classifier` refuses a
+                             folder whose files do not match it
 
 Records are checked here in plain Python first, so that a bad record gets an error naming its field
 and value (a Spark cast would only give a null), and the valid records are then scored together in
@@ -35,12 +38,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from seglake.core.errors import SeglakeError
-from seglake.core.tables import put_bytes
+from seglake.core.artifacts import MANIFEST, path_exists, read_manifest, verified_bytes, verify_saved
+from seglake.core.errors import SeglakeError, first_line
 
 INPUTS_FILE = "inputs.json"
 METRICS_FILE = "metrics.json"
 MODEL_FOLDER = "classifier"
+# The folders MLlib writes for a PipelineModel saved at the classifier folder itself.
+PIPELINE_PARTS = ("metadata", "stages")
 PREDICTED_CLASS = "predicted_class"  # the model's last stage writes the class name here
 ROW = "row"
 
@@ -73,7 +78,11 @@ class ModelInputs:
         return [self.text, *self.categorical, *self.numeric]
 
     def probability_column(self, cls: str) -> str:
-        """``probability_<class>`` with anything but letters, digits and ``_`` turned into ``_``."""
+        """``probability_<class>`` with anything but letters, digits and ``_`` turned into ``_``.
+
+        >>> ModelInputs("text", (), (), None, ("opinion", "claim")).probability_column("not a claim")
+        'probability_not_a_claim'
+        """
         return "probability_" + re.sub(r"\W+", "_", cls)
 
     def spark_schema(self) -> T.StructType:
@@ -89,41 +98,65 @@ class ModelInputs:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelInputs":
-        """Parse ``inputs.json``."""
+    def from_json(cls, text: str | bytes) -> "ModelInputs":
+        """Parse ``inputs.json``.
+
+        >>> inputs = ModelInputs("text", ("status",), ("views",), "id", ("opinion", "claim"))
+        >>> ModelInputs.from_json(inputs.to_json()) == inputs
+        True
+        """
         raw = json.loads(text)
         return cls(raw["text"], tuple(raw["categorical"]), tuple(raw["numeric"]), raw.get("id"),
                    (raw["classes"][0], raw["classes"][1]))
 
 
-def write_text(spark: SparkSession, path: str, text: str) -> None:
-    """Write a small text file on local disk, HDFS or S3 (see :func:`seglake.core.tables.put_bytes`)."""
-    put_bytes(spark, path, text.encode())
-
-
-def _exists(spark: SparkSession, path: str) -> bool:
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    return bool(hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(hadoop_path))
-
-
 def load_classifier(spark: SparkSession, path: str) -> tuple[PipelineModel, ModelInputs]:
-    """Load a classifier folder, or the run folder that holds one.
+    """Load a classifier folder, or the run folder that holds one, after checking its manifest.
+
+    Every artefact (the PipelineModel's ``metadata/`` and ``stages/``, ``inputs.json``,
+    ``metrics.json``) must match its sha256 in ``manifest.json`` before anything is loaded.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    path : str
+        ``models/<run_id>/classifier`` or ``models/<run_id>`` (local path or Hadoop URI).
+
+    Returns
+    -------
+    (PipelineModel, ModelInputs)
 
     Raises
     ------
     SeglakeError
-        When neither ``path`` nor ``path/classifier`` holds a classifier.
+        When neither ``path`` nor ``path/classifier`` holds a classifier, or the one found has no
+        manifest (written by an older version: train it again), or a file of it differs from its
+        manifest.
     """
     path = path.rstrip("/")
     for folder in (path, f"{path}/{MODEL_FOLDER}"):
-        if _exists(spark, f"{folder}/{INPUTS_FILE}") and _exists(spark, f"{folder}/metadata"):
-            text = spark.read.text(f"{folder}/{INPUTS_FILE}", wholetext=True).first()[0]
-            return PipelineModel.load(folder), ModelInputs.from_json(text)
+        if path_exists(spark, f"{folder}/{INPUTS_FILE}") and path_exists(spark, f"{folder}/metadata"):
+            try:
+                inputs = _verified_inputs(spark, folder)
+            except SeglakeError as err:
+                raise SeglakeError(f"--model: {err}") from err
+            return PipelineModel.load(folder), inputs
     raise SeglakeError(
         f"--model: no classifier at {path} (expected a folder with metadata/ and {INPUTS_FILE}, "
         f"as the classify stage writes under models/<run_id>/{MODEL_FOLDER})"
     )
+
+
+def _verified_inputs(spark: SparkSession, folder: str) -> ModelInputs:
+    """Check every artefact of a classifier folder against its manifest; return its inputs."""
+    listed = read_manifest(spark, folder, produced_by="classify")["files"]
+    missing = [name for name in (*PIPELINE_PARTS, INPUTS_FILE, METRICS_FILE) if name not in listed]
+    if missing:
+        raise SeglakeError(f"{folder}/{MANIFEST} does not list {', '.join(missing)}: refusing to load it")
+    for name in PIPELINE_PARTS:
+        verify_saved(spark, folder, name)
+    verified_bytes(spark, folder, METRICS_FILE)
+    return ModelInputs.from_json(verified_bytes(spark, folder, INPUTS_FILE))
 
 
 def predict(model: PipelineModel, frame: DataFrame, inputs: ModelInputs) -> DataFrame:
@@ -216,7 +249,7 @@ def _csv_records(text: str, source: str) -> list[Record]:
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise SeglakeError(f"--input: {source} is not readable CSV: {str(err).strip()}") from None
+        raise SeglakeError(f"--input: {source} is not readable CSV: {first_line(err)}") from None
     return [Record(i, values) for i, values in enumerate(frame.to_dict("records"), start=1)]
 
 
@@ -249,6 +282,8 @@ def _number(value: Any) -> float | None:
 def check_record(values: Any, inputs: ModelInputs) -> tuple[dict[str, Any] | None, str | None]:
     """Check one record against the model's inputs.
 
+    Plain Python, so that each problem names its field and value (a Spark cast would give a null).
+
     Parameters
     ----------
     values : Any
@@ -260,6 +295,12 @@ def check_record(values: Any, inputs: ModelInputs) -> tuple[dict[str, Any] | Non
     (dict or None, str or None)
         The model's fields with numbers as floats and no error, or ``None`` and every problem
         (``missing field 'x'``, ``field 'x': expected a number, got 'abc'``, ...) joined by ``; ``.
+
+    >>> inputs = ModelInputs("text", ("status",), ("views",), "id", ("opinion", "claim"))
+    >>> check_record({"id": 7, "text": "i think so", "status": "verified", "views": "12"}, inputs)
+    ({'text': 'i think so', 'status': 'verified', 'views': 12.0}, None)
+    >>> check_record({"text": " ", "status": 5, "views": -1}, inputs)
+    (None, "missing field 'text'; field 'status': expected text, got int 5; field 'views': must not be negative, got int -1")
     """
     if not isinstance(values, dict):
         return None, f"record is not an object (got {type(values).__name__})"

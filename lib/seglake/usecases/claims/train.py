@@ -17,8 +17,10 @@ Steps, each a small function the tests call directly:
    a video stays in its split whatever else the file holds and however Spark partitions it.
 4. :func:`feature_pipeline` is fitted on train; each of ``classifier.models`` is fitted on the
    same features and the best F1 on validation wins; the test split is scored once, by the winner.
-5. The model goes to ``models/<run_id>/classifier`` (with ``inputs.json`` and ``metrics.json``),
-   the metrics to ``gold/classifier_metrics``.
+5. The model goes to ``models/<run_id>/classifier`` (with ``inputs.json``, ``metrics.json`` and a
+   ``manifest.json`` holding the sha256 of each, checked by
+   :func:`seglake.usecases.claims.classify.load_classifier`), the metrics to
+   ``gold/classifier_metrics``.
 """
 
 from __future__ import annotations
@@ -38,17 +40,19 @@ from pyspark.ml.feature import (
 )
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from seglake.usecases.claims.classify import (
-    INPUTS_FILE, METRICS_FILE, MODEL_FOLDER, PREDICTED_CLASS, ModelInputs, write_text,
+    INPUTS_FILE, METRICS_FILE, MODEL_FOLDER, PIPELINE_PARTS, PREDICTED_CLASS, ModelInputs,
 )
+from seglake.core.artifacts import library_versions, save_model, write_manifest
 from seglake.core.config import ClassifierConfig, EntitiesSource, SeglakeConfig, require_columns
 from seglake.core.errors import SeglakeError
 from seglake.core.stages import StageResult
-from seglake.core.tables import Tables, delta_exists, sql_string, write_run
+from seglake.core.tables import CORRUPT, Tables, read_delta, replace_rows, sql_string, write_run
+from seglake.core.tables import read_source as read_input
 
-CORRUPT = "_corrupt_record"
+# CSV defaults of the entities source; the config's entities.options override them.
+CSV_OPTIONS = {"header": "true"}
 REASON = "_reason"
 RAW = "_raw"
 SPLIT = "split"
@@ -74,24 +78,17 @@ def read_source(spark: SparkSession, source: EntitiesSource) -> DataFrame:
     -------
     DataFrame
         The source's columns as strings, ``_corrupt_record`` and ``_raw``.
+
+    Raises
+    ------
+    SeglakeError
+        The source cannot be read: one line naming ``entities.path`` (see
+        :func:`seglake.core.tables.read_source`, which reads it).
     """
-    try:
-        if source.format == "csv":
-            options = {"header": "true", **source.options}
-            header = spark.read.options(**options).csv(source.path).columns
-            schema = T.StructType([T.StructField(c, T.StringType()) for c in header]
-                                  + [T.StructField(CORRUPT, T.StringType())])
-            frame = (spark.read.schema(schema).options(**options).option("mode", "PERMISSIVE")
-                     .option("columnNameOfCorruptRecord", CORRUPT).csv(source.path))
-        else:
-            frame = spark.read.format(source.format).options(**source.options).load(source.path)
-            header = frame.columns
-            frame = frame.select(*[frame[c].cast("string").alias(c) for c in header],
-                                 F.lit(None).cast("string").alias(CORRUPT))
-    except Exception as err:  # Spark reader errors are Java traces: keep the first line
-        first = next((ln for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
-        raise SeglakeError(
-            f"entities.path: cannot read {source.path} as {source.format}: {first[:300]}") from err
+    options = {**CSV_OPTIONS, **source.options} if source.format == "csv" else dict(source.options)
+    frame = read_input(spark, source.path, source.format, options, "entities.path",
+                       as_text=True, corrupt=True)
+    header = [c for c in frame.columns if c != CORRUPT]
     raw = F.coalesce(frame[CORRUPT], F.to_json(F.struct(*[frame[c] for c in header])))
     return frame.withColumn(RAW, raw)
 
@@ -226,7 +223,14 @@ def candidate(name: str, spec: ClassifierConfig):
 
 @dataclass(frozen=True)
 class Scores:
-    """Confusion counts of one model on one split, and the measures derived from them."""
+    """Confusion counts of one model on one split, and the measures derived from them.
+
+    >>> scores = Scores(true_positive=8, false_positive=2, true_negative=9, false_negative=1)
+    >>> scores.rows, scores.accuracy, scores.precision, round(scores.f1, 4)
+    (20, 0.85, 0.8, 0.8421)
+    >>> scores.as_dict(("opinion", "claim"))["confusion_matrix"]["counts"]
+    [[9, 2], [1, 8]]
+    """
 
     true_positive: int
     false_positive: int
@@ -306,16 +310,23 @@ def _quarantine(checked: DataFrame, tables: Tables, source_path: str, run_id: st
         F.current_timestamp().alias("_ingest_ts"), F.lit(run_id).alias("_ingest_run"),
     )
     predicate = f"_ingest_file = {sql_string(source_path)} AND _ingest_run = {sql_string(run_id)}"
-    writer = rejected.write.format("delta")
-    if delta_exists(checked.sparkSession, path):
-        writer.mode("overwrite").option("replaceWhere", predicate).save(path)
-    else:
-        writer.mode("append").save(path)
-    return checked.sparkSession.read.format("delta").load(path).where(predicate).count()
+    replace_rows(rejected, path, predicate)
+    return read_delta(checked.sparkSession, path, "classify").where(predicate).count()
 
 
 def _counts(checked: DataFrame) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
-    """Usable rows per split, quarantined rows per first reason, and classes seen per split (one job)."""
+    """Usable rows per split, quarantined rows per first reason, and classes seen per split (one job).
+
+    Parameters
+    ----------
+    checked : DataFrame
+        :func:`check_videos` then :func:`assign_split`.
+
+    Returns
+    -------
+    (dict, dict, dict)
+        Rows per split, quarantined rows per first reason, distinct labels per split.
+    """
     bucket = F.when(F.col(REASON).isNull(), F.col(SPLIT)).otherwise(
         F.concat(F.lit("quarantine:"), F.split(F.col(REASON), ";")[0]))
     grouped = checked.groupBy(bucket.alias("bucket"), F.col(LABEL)).count().collect()
@@ -327,6 +338,49 @@ def _counts(checked: DataFrame) -> tuple[dict[str, int], dict[str, int], dict[st
             key = r.bucket.removeprefix("quarantine:")
             reasons[key] = reasons.get(key, 0) + r["count"]
     return splits, reasons, classes
+
+
+def fit_and_choose(
+    by_split: dict[str, DataFrame], spec: ClassifierConfig
+) -> tuple[PipelineModel, str, dict[str, Scores], dict[str, Scores]]:
+    """Fit the features on train, each of ``classifier.models`` on them, and keep the best.
+
+    Parameters
+    ----------
+    by_split : dict
+        ``train``, ``validation`` and ``test`` frames of usable rows (:func:`check_videos`).
+    spec : ClassifierConfig
+
+    Returns
+    -------
+    (PipelineModel, str, dict, dict)
+        The whole model (features, the chosen classifier, index → class name in
+        ``predicted_class``), the chosen name, its :class:`Scores` per split, and every
+        candidate's validation scores. Highest validation F1 wins, then accuracy; a tie keeps
+        the earlier (simpler) entry of ``classifier.models``. The test split is scored once, by
+        the winner.
+    """
+    features = feature_pipeline(spec).fit(by_split["train"])
+    vectors = {s: features.transform(f).select(LABEL, FEATURES).persist(StorageLevel.MEMORY_AND_DISK)
+               for s, f in by_split.items()}
+    try:
+        fitted, validation = {}, {}
+        for name in spec.models:
+            fitted[name] = candidate(name, spec).fit(vectors["train"])
+            validation[name] = Scores.of(fitted[name].transform(vectors["validation"]))
+        chosen = max(spec.models, key=lambda n: (round(validation[n].f1, 6),
+                                                 round(validation[n].accuracy, 6), -spec.models.index(n)))
+        scores = {"train": Scores.of(fitted[chosen].transform(vectors["train"])),
+                  "validation": validation[chosen],
+                  "test": Scores.of(fitted[chosen].transform(vectors["test"]))}
+    finally:
+        for frame in vectors.values():
+            frame.unpersist()
+    classes = [spec.negative_class, spec.positive_class]
+    model = PipelineModel(stages=[*features.stages, fitted[chosen],
+                                  IndexToString(inputCol="prediction", outputCol=PREDICTED_CLASS,
+                                                labels=classes)])
+    return model, chosen, scores, validation
 
 
 def train_classifier(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResult:
@@ -368,31 +422,13 @@ def train_classifier(spark: SparkSession, config: SeglakeConfig, run_id: str) ->
                            f"check classifier.*_fraction and the label values")
     usable = checked.where(F.col(REASON).isNull())
     by_split = {s: usable.where(F.col(SPLIT) == s).drop(RAW, REASON, SPLIT) for s in SPLITS}
+    try:
+        model, chosen, scores, validation = fit_and_choose(by_split, spec)
+    finally:
+        checked.unpersist()
 
-    features = feature_pipeline(spec).fit(by_split["train"])
-    vectors = {s: features.transform(f).select(LABEL, FEATURES).persist(StorageLevel.MEMORY_AND_DISK)
-               for s, f in by_split.items()}
-    fitted, validation = {}, {}
-    for name in spec.models:
-        fitted[name] = candidate(name, spec).fit(vectors["train"])
-        validation[name] = Scores.of(fitted[name].transform(vectors["validation"]))
-    # Highest validation F1, then accuracy; a tie keeps the earlier (simpler) entry of the list.
-    chosen = max(spec.models, key=lambda n: (round(validation[n].f1, 6), round(validation[n].accuracy, 6),
-                                             -spec.models.index(n)))
-    scores = {"train": Scores.of(fitted[chosen].transform(vectors["train"])),
-              "validation": validation[chosen],
-              "test": Scores.of(fitted[chosen].transform(vectors["test"]))}
-    for frame in vectors.values():
-        frame.unpersist()
-    checked.unpersist()
-
-    model = PipelineModel(stages=[*features.stages, fitted[chosen],
-                                  IndexToString(inputCol="prediction", outputCol=PREDICTED_CLASS,
-                                                labels=list(classes))])
     model_path = f"{tables.models(run_id)}/{MODEL_FOLDER}"
-    model.write().overwrite().save(model_path)
     inputs = ModelInputs(spec.text, tuple(spec.categorical), tuple(spec.numeric), source.id, classes)
-    write_text(spark, f"{model_path}/{INPUTS_FILE}", inputs.to_json())
     others = ", ".join(f"{n} {validation[n].f1:.4f}" for n in spec.models if n != chosen)
     metrics = {
         "run_id": run_id, "use_case": config.name, "config_hash": config.config_hash,
@@ -407,7 +443,16 @@ def train_classifier(spark: SparkSession, config: SeglakeConfig, run_id: str) ->
         **{split: s.as_dict(classes) for split, s in scores.items()},
         "candidates": {n: {"validation": validation[n].as_dict(classes)} for n in spec.models},
     }
-    write_text(spark, f"{model_path}/{METRICS_FILE}", json.dumps(metrics, indent=2))
+
+    # The PipelineModel first (its save replaces the whole folder), then the two JSON files and the
+    # manifest with every artefact's sha256, then the gold rows.
+    save_model(model, model_path)
+    write_manifest(spark, model_path,
+                   {"run_id": run_id, "use_case": config.name, "config_hash": config.config_hash,
+                    "chosen_model": chosen, "classes": list(classes), "libraries": library_versions()},
+                   files={INPUTS_FILE: inputs.to_json().encode(),
+                          METRICS_FILE: json.dumps(metrics, indent=2).encode()},
+                   saved=PIPELINE_PARTS)
     _write_metrics(spark, config, run_id, chosen, scores, validation)
 
     test = scores["test"]

@@ -33,8 +33,8 @@ from sklearn.model_selection import train_test_split
 from seglake.core.config import SeglakeConfig
 from seglake.core.errors import SeglakeError
 from seglake.core.stages import StageResult
-from seglake.segmentation.surrogate import save_with_manifest, verified_bytes
-from seglake.core.tables import Tables, write_run
+from seglake.core.artifacts import verified_bytes, write_manifest
+from seglake.core.tables import Tables, read_delta, write_run
 from seglake.usecases.movielens.tastes import bronze, run_segments
 
 MODEL, SPEC, MANIFEST = "assigner.json", "assigner_spec.json", "manifest.json"
@@ -51,6 +51,24 @@ def user_features(ratings: DataFrame, users: DataFrame, items: DataFrame, genres
     ``genre_mean_<i>`` / ``genre_share_<i>`` per genre index, ``age`` and the demographics.
 
     A user with demographics but no rating gets an empty ``rated`` and missing genre means.
+
+    Parameters
+    ----------
+    ratings : DataFrame
+        ``user_id``, ``item_id``, ``rating``.
+    users : DataFrame
+        ``user_id``, ``age`` and the ``demographics`` columns: one output row per user.
+    items : DataFrame
+        ``item_id``, ``genres`` (array of names); a film not in it counts in no genre.
+    genres : list of str
+        The genre names, in the order of the ``<i>`` suffixes.
+    demographics : list of str
+        Columns of ``users`` copied as they are.
+
+    Returns
+    -------
+    DataFrame
+        The per-user rows described above (lazy).
     """
     rated = ratings.join(items.select("item_id", "genres"), "item_id", "left")
     per_genre = []
@@ -65,7 +83,30 @@ def user_features(ratings: DataFrame, users: DataFrame, items: DataFrame, genres
 
 
 def feature_spec(frame: pd.DataFrame, items: list[int], genres: list[str], demographics: list[str]) -> dict:
-    """The column layout of :func:`design_matrix`, fixed from the training users."""
+    """The column layout of :func:`design_matrix`, fixed from the training users.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Training users (rows of :func:`user_features`): the demographic values seen here are the
+        one-hot columns.
+    items : list of int
+        The catalogue's item ids: one rating column each.
+    genres : list of str
+        Genre names, in the order of the ``genre_*_<i>`` columns.
+    demographics : list of str
+        Categorical columns to one-hot encode.
+
+    Returns
+    -------
+    dict
+        ``items``, ``genres``, ``demographics`` (column → sorted values) and ``feature_names``.
+        (The stage adds ``classes`` before saving it.)
+
+    >>> spec = feature_spec(pd.DataFrame({"gender": ["M", "F", None]}), [10, 20], ["Drama"], ["gender"])
+    >>> spec["feature_names"]
+    ['item_10', 'item_20', 'genre_mean_0', 'genre_share_0', 'age', 'gender=F', 'gender=M']
+    """
     values = {d: sorted(str(v) for v in frame[d].dropna().unique()) for d in demographics}
     names = ([f"item_{i}" for i in items] + [f"genre_mean_{i}" for i in range(len(genres))]
              + [f"genre_share_{i}" for i in range(len(genres))] + ["age"]
@@ -79,6 +120,31 @@ def design_matrix(frame: pd.DataFrame, spec: dict) -> sp.csr_matrix:
 
     Absent entries are missing to XGBoost: films not rated, and genre means of genres not rated.
     Explicit zeros (shares, one-hot) are values. Films or categories unknown to ``spec`` are ignored.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        ``rated`` (list of ``item_id``/``rating`` mappings, or None), ``genre_mean_<i>``,
+        ``genre_share_<i>``, ``age`` and the demographic columns of ``spec``.
+    spec : dict
+        :func:`feature_spec`.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        One row per user, ``len(spec["feature_names"])`` columns.
+
+    >>> spec = {"items": [10, 20], "genres": ["Drama"], "demographics": {"gender": ["F", "M"]},
+    ...         "feature_names": ["item_10", "item_20", "genre_mean_0", "genre_share_0", "age",
+    ...                           "gender=F", "gender=M"]}
+    >>> users = pd.DataFrame({"rated": [[{"item_id": 20, "rating": 4.0}, {"item_id": 99, "rating": 1.0}], None],
+    ...                       "genre_mean_0": [4.0, None], "genre_share_0": [1.0, 0.0], "age": [30, 41],
+    ...                       "gender": ["F", "M"]})
+    >>> matrix = design_matrix(users, spec)
+    >>> matrix.toarray().tolist()
+    [[0.0, 4.0, 4.0, 1.0, 30.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0, 41.0, 0.0, 1.0]]
+    >>> [sorted(matrix[r].indices.tolist()) for r in range(2)]  # stored: every entry but the missing
+    [[1, 2, 3, 4, 5, 6], [3, 4, 5, 6]]
     """
     item_column = {item: j for j, item in enumerate(spec["items"])}
     n_items, n_genres = len(spec["items"]), len(spec["genres"])
@@ -102,7 +168,22 @@ def design_matrix(frame: pd.DataFrame, spec: dict) -> sp.csr_matrix:
 
 
 def predict(booster, frame: pd.DataFrame, spec: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Segment and its probability for each user row, with a loaded XGBoost booster."""
+    """Segment and its probability for each user row, with a loaded XGBoost booster.
+
+    Parameters
+    ----------
+    booster : xgboost.Booster
+        The assigner (``multi:softprob``).
+    frame : pandas.DataFrame
+        Rows of :func:`user_features`.
+    spec : dict
+        :func:`feature_spec` plus ``classes`` (segment of each output column).
+
+    Returns
+    -------
+    (ndarray, ndarray)
+        The most probable segment per row, and its probability.
+    """
     import xgboost as xgb
 
     matrix = xgb.DMatrix(design_matrix(frame, spec), feature_names=_safe(spec["feature_names"]))
@@ -112,7 +193,11 @@ def predict(booster, frame: pd.DataFrame, spec: dict) -> tuple[np.ndarray, np.nd
 
 
 def _safe(names: list[str]) -> list[str]:
-    # XGBoost refuses '[', ']' and '<' in feature names (genre and occupation values come from data).
+    """Feature names XGBoost accepts: it refuses ``[``, ``]`` and ``<`` (values come from data).
+
+    >>> _safe(["occupation=a[b]", "age<18"])
+    ['occupation=a(b)', 'agelt18']
+    """
     return [n.replace("[", "(").replace("]", ")").replace("<", "lt") for n in names]
 
 
@@ -152,7 +237,90 @@ def assign_users(spark: SparkSession, config: SeglakeConfig, run_id: str, rating
     model, spec = load_assigner(spark, config, run_id)
     items = bronze(spark, Tables.of(config), "items")
     features = user_features(ratings, users, items, spec["genres"], list(spec["demographics"]))
+    return score_features(features, model, spec)
+
+
+def score_features(features: DataFrame, model: bytes, spec: dict) -> DataFrame:
+    """Score rows of :func:`user_features` with an assigner's XGBoost JSON and spec.
+
+    Parameters
+    ----------
+    features : DataFrame
+        :func:`user_features` built with ``spec``'s genres and demographics.
+    model : bytes
+        The booster as saved (``assigner.json``).
+    spec : dict
+        :func:`feature_spec` plus ``classes``.
+
+    Returns
+    -------
+    DataFrame
+        ``user_id``, ``assigned_segment``, ``probability`` (lazy; scored in a ``mapInPandas``).
+    """
     return features.mapInPandas(functools.partial(_score_batches, model=model, spec=spec), SCORES)
+
+
+def holdout_scores(result: pd.DataFrame, majority: int) -> dict[str, float]:
+    """Accuracy of the assigner on held-out users, beside always answering ``majority``.
+
+    Parameters
+    ----------
+    result : pandas.DataFrame
+        ``segment`` (the run's) and ``assigned_segment`` (the assigner's) per held-out user.
+    majority : int
+        The most common segment of the training users.
+
+    Returns
+    -------
+    dict
+        ``accuracy``, ``majority_rate`` (the accuracy of answering ``majority``) and ``macro_f1``.
+
+    >>> result = pd.DataFrame({"segment": [0, 0, 1, 1], "assigned_segment": [0, 1, 1, 1]})
+    >>> {name: round(value, 4) for name, value in holdout_scores(result, majority=0).items()}
+    {'accuracy': 0.75, 'majority_rate': 0.5, 'macro_f1': 0.7333}
+    """
+    return {"accuracy": float((result["segment"] == result["assigned_segment"]).mean()),
+            "majority_rate": float((result["segment"] == majority).mean()),
+            "macro_f1": float(f1_score(result["segment"], result["assigned_segment"], average="macro"))}
+
+
+def fit_assigner(labelled: pd.DataFrame, catalogue: list[int], genres: list[str],
+                 demographics: list[str], settings) -> tuple[bytes, dict, pd.DataFrame, pd.DataFrame]:
+    """Split segmented users (seeded), fix the feature layout on the training share, fit XGBoost.
+
+    Parameters
+    ----------
+    labelled : pandas.DataFrame
+        Rows of :func:`user_features` with the run's ``segment``, sorted by ``user_id`` (the split
+        is then the same on every run).
+    catalogue : list of int
+        Every item id.
+    genres, demographics : list of str
+        As given to :func:`user_features`.
+    settings
+        ``ratings.assigner``: ``holdout_fraction``, ``seed``, ``trees``, ``max_depth``,
+        ``learning_rate``.
+
+    Returns
+    -------
+    (bytes, dict, pandas.DataFrame, pandas.DataFrame)
+        The booster as XGBoost JSON, the spec (:func:`feature_spec` plus ``classes``), and the
+        training and held-out users.
+    """
+    import xgboost as xgb
+
+    train, holdout = train_test_split(labelled, test_size=settings.holdout_fraction,
+                                      random_state=settings.seed)
+    spec = feature_spec(train, catalogue, genres, demographics)
+    classes = sorted(int(s) for s in train["segment"].unique())
+    spec["classes"] = classes
+    target = train["segment"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    params = {"objective": "multi:softprob", "num_class": len(classes), "max_depth": settings.max_depth,
+              "eta": settings.learning_rate, "tree_method": "hist", "seed": settings.seed,
+              "nthread": 1}  # one thread: 943 rows, and the machine's cores belong to Spark
+    matrix = xgb.DMatrix(design_matrix(train, spec), label=target, feature_names=_safe(spec["feature_names"]))
+    booster = xgb.train(params, matrix, num_boost_round=settings.trees)
+    return bytes(booster.save_raw("json")), spec, train, holdout
 
 
 def assign(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResult:
@@ -168,52 +336,42 @@ def assign(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResu
     SeglakeError
         Not a ratings config, the earlier stages have not run, or fewer than two segments.
     """
-    import xgboost as xgb
-
     started = time.monotonic()
     if config.ratings is None:
         raise SeglakeError(f"{config.source_file}: the assign stage needs a 'ratings' section")
     settings, tables = config.ratings.assigner, Tables.of(config)
+    demographics = list(config.ratings.demographics)
     segments = run_segments(spark, tables, run_id)
     ratings, users, items = (bronze(spark, tables, t) for t in ("ratings", "users", "items"))
     genre_rows = items.select(F.explode("genres").alias("genre")).distinct().orderBy("genre").collect()
     genres = [r["genre"] for r in genre_rows]  # 19 for ml-100k
-    features = user_features(ratings, users, items, genres, list(config.ratings.demographics))
+    catalogue = sorted(int(r[0]) for r in items.select("item_id").collect())  # 1,682 ids
+
+    features = user_features(ratings, users, items, genres, demographics)
     # 943 users: the per-user table is small, so the fit happens on the driver (for millions of
     # users, xgboost.spark would fit on the executors with the same features).
     labelled = features.join(segments, "user_id").orderBy("user_id").toPandas()
     if labelled["segment"].nunique() < 2:
         raise SeglakeError(f"assign: run '{run_id}' has fewer than two segments: nothing to tell apart")
-    train, holdout = train_test_split(labelled, test_size=settings.holdout_fraction,
-                                      random_state=settings.seed)
-    catalogue = sorted(int(r[0]) for r in items.select("item_id").collect())  # 1,682 ids
-    spec = feature_spec(train, catalogue, genres, list(config.ratings.demographics))
-    classes = sorted(int(s) for s in train["segment"].unique())
-    spec["classes"] = classes
-    target = train["segment"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    params = {"objective": "multi:softprob", "num_class": len(classes), "max_depth": settings.max_depth,
-              "eta": settings.learning_rate, "tree_method": "hist", "seed": settings.seed,
-              "nthread": 1}  # one thread: 943 rows, and the machine's cores belong to Spark
-    matrix = xgb.DMatrix(design_matrix(train, spec), label=target, feature_names=_safe(spec["feature_names"]))
-    booster = xgb.train(params, matrix, num_boost_round=settings.trees)
-    raw = bytes(booster.save_raw("json"))
-    folder = f"{tables.models(run_id)}/assigner"
-    save_with_manifest(spark, folder, {MODEL: raw, SPEC: json.dumps(spec).encode()}, MANIFEST,
-                       {"classes": classes, "train_users": len(train), "seed": settings.seed})
-
+    raw, spec, train, holdout = fit_assigner(labelled, catalogue, genres, demographics, settings)
+    classes = spec["classes"]
     held = sorted(int(u) for u in holdout["user_id"])
-    scored = assign_users(spark, config, run_id, ratings, users).join(segments, "user_id")
+    # Everyone is scored with the model as saved (the same bytes and spec) on the features above.
+    scored = score_features(features, raw, spec).join(segments, "user_id")
     assignments = scored.select(
         F.lit(run_id).alias("run_id"), F.col("user_id").cast("string").alias("entity_id"), "segment",
         "assigned_segment", "probability", F.col("user_id").isin(held).alias("holdout"))
+
+    folder = f"{tables.models(run_id)}/assigner"
+    write_manifest(spark, folder, {"classes": classes, "train_users": len(train), "seed": settings.seed},
+                   files={MODEL: raw, SPEC: json.dumps(spec).encode()}, manifest=MANIFEST)
     write_run(assignments, tables.gold("assignments"), run_id)
-    result = (spark.read.format("delta").load(tables.gold("assignments"))
+    # Measured on the written table: the holdout, ~30% of users.
+    result = (read_delta(spark, tables.gold("assignments"), "assign")
               .where((F.col("run_id") == run_id) & F.col("holdout"))
-              .select("segment", "assigned_segment").toPandas())  # the holdout: ~30% of users
-    majority = int(train["segment"].mode().iloc[0])
-    accuracy = float((result["segment"] == result["assigned_segment"]).mean())
-    majority_rate = float((result["segment"] == majority).mean())
-    macro_f1 = float(f1_score(result["segment"], result["assigned_segment"], average="macro"))
+              .select("segment", "assigned_segment").toPandas())
+    scores = holdout_scores(result, int(train["segment"].mode().iloc[0]))
+    accuracy, majority_rate, macro_f1 = scores["accuracy"], scores["majority_rate"], scores["macro_f1"]
     metrics = (run_id, len(classes), len(labelled), len(train), len(result), len(spec["feature_names"]),
                accuracy, majority_rate, macro_f1, settings.trees, settings.max_depth,
                time.monotonic() - started)

@@ -36,7 +36,7 @@ from pyspark.sql import functions as F
 from seglake.core.config import RatingsSource, SeglakeConfig
 from seglake.core.errors import SeglakeError
 from seglake.core.stages import StageResult
-from seglake.core.tables import Tables, write_run
+from seglake.core.tables import Tables, overwrite_table, read_delta, read_source, write_run
 
 RATING_FIELDS = {"user_id": "long", "item_id": "long", "rating": "int", "timestamp": "long"}
 USER_FIELDS = {"user_id": "long", "age": "int", "gender": "string", "occupation": "string",
@@ -55,31 +55,33 @@ ALS_METRICS = (
 
 
 def bronze_path(tables: Tables, table: str) -> str:
-    """``bronze/ratings``, ``bronze/users``, ``bronze/items`` or ``bronze/quarantine``."""
-    return tables.path("bronze", table)
+    """``bronze/ratings``, ``bronze/users``, ``bronze/items`` or ``bronze/quarantine``.
 
+    A thin alias of :meth:`Tables.bronze`, kept for the report and the tests that import it.
 
-def overwrite_table(frame: DataFrame, path: str, run_id: str) -> None:
-    """Replace a whole bronze/silver table in one atomic commit (the current state, not a history)."""
-    (frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-     .option("userMetadata", f"seglake run_id={run_id}").save(path))
+    >>> bronze_path(Tables("/lake", "ml"), "ratings")
+    '/lake/ml/bronze/ratings'
+    """
+    return tables.bronze(table)
 
 
 # --- reading and validating lines ---------------------------------------------------------------
 
-def read_lines(spark: SparkSession, path: str, encoding: str) -> DataFrame:
+# The CSV reader is used only because it decodes the configured encoding (latin-1 titles): a
+# separator and a quote that never occur keep each line whole, so splitting and typing happen here.
+LINE_OPTIONS = {"sep": "\u0001", "quote": "", "header": "false"}
+
+
+def read_lines(spark: SparkSession, path: str, encoding: str, key: str = "ratings") -> DataFrame:
     """Every line of a text file as ``_raw``, with ``_ingest_file`` and ``_row`` (file order).
 
-    The CSV reader is used only because it decodes ``encoding`` (latin-1 titles); a separator and
-    quote that never occur keep each line whole, so splitting and typing happen here.
+    Read by :func:`seglake.core.tables.read_source`, so a missing or unreadable file is a one-line
+    :class:`SeglakeError` naming ``key`` (the config key of the file) and the path.
     """
-    try:
-        frame = (spark.read.schema("_raw string").option("sep", "\u0001").option("quote", "")
-                 .option("encoding", encoding).option("header", "false").csv(path))
-        frame.schema  # resolves the path now: a missing file fails here with our message
-    except Exception as err:
-        raise SeglakeError(f"ratings: could not read {path}: {str(err).strip().splitlines()[0][:300]}") from err
-    return frame.select("_raw", F.col("_metadata.file_path").alias("_ingest_file"),
+    frame = read_source(spark, path, "csv", {**LINE_OPTIONS, "encoding": encoding}, key)
+    # The one column Spark finds (`_c0`); an empty file has none, and no rows.
+    line = frame[frame.columns[0]] if frame.columns else F.lit(None).cast("string")
+    return frame.select(line.alias("_raw"), F.col("_metadata.file_path").alias("_ingest_file"),
                         F.monotonically_increasing_id().alias("_row"))
 
 
@@ -91,6 +93,23 @@ def split_fields(
     A line whose field count differs from ``len(fields)`` is ``malformed_line``; an empty value is
     ``null:<col>`` (or null, for ``optional`` fields); a value that does not parse as its type is
     ``bad_type:<col>``.
+
+    Parameters
+    ----------
+    lines : DataFrame
+        ``_raw``, ``_ingest_file`` and ``_row``, as :func:`read_lines` gives.
+    separator : str
+        The field separator (taken literally, not as a regular expression).
+    fields : dict
+        Column name → Spark SQL type, in file order.
+    optional : tuple of str
+        Fields that may be empty (null without a reason).
+
+    Returns
+    -------
+    DataFrame
+        The typed ``fields`` (null where the line does not fit), ``_raw``, ``_ingest_file``,
+        ``_row`` and ``_reasons`` (an array, empty for a usable line).
     """
     parts = F.split(F.col("_raw"), re.escape(separator), -1)
     fits = F.size(parts) == len(fields)
@@ -107,46 +126,135 @@ def split_fields(
 
 
 def add_reason(frame: DataFrame, condition: Column, reason: str) -> DataFrame:
-    """Append ``reason`` to ``_reasons`` where ``condition`` holds (a null condition adds nothing)."""
+    """Append ``reason`` to ``_reasons`` where ``condition`` holds (a null condition adds nothing).
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Any frame with a ``_reasons`` array column.
+    condition : Column
+        A boolean column; null counts as false.
+    reason : str
+        The text appended, e.g. ``not_allowed:rating``.
+
+    Returns
+    -------
+    DataFrame
+        ``frame`` with ``_reasons`` extended.
+    """
     return frame.withColumn("_reasons", F.when(F.coalesce(condition, F.lit(False)),
                                                F.array_append("_reasons", F.lit(reason)))
                             .otherwise(F.col("_reasons")))
 
 
 def first_copy_only(frame: DataFrame, keys: list[str], reason: str) -> DataFrame:
-    """Among otherwise valid rows sharing ``keys``, keep the first (file order); flag the rest."""
+    """Among otherwise valid rows sharing ``keys``, keep the first (file order); flag the rest.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        With ``_reasons``, ``_ingest_file`` and ``_row``.
+    keys : list of str
+        The columns a row must be unique on.
+    reason : str
+        Given to every later copy (``duplicate_id``, ``duplicate_rating``).
+
+    Returns
+    -------
+    DataFrame
+        ``frame`` with ``reason`` added to the later copies.
+    """
     valid = F.size("_reasons") == 0
     order = Window.partitionBy(*keys, valid).orderBy("_ingest_file", "_row")
     return add_reason(frame, valid & (F.row_number().over(order) > 1), reason)
 
 
+def genre_order(pairs: list[tuple[str, int]], path: str) -> list[str]:
+    """Genre names in flag order from ``(name, index)`` pairs; indices must be 0..n-1, each once.
+
+    Parameters
+    ----------
+    pairs : list of (str, int)
+        The lines of the genre file.
+    path : str
+        The file, for the error message.
+
+    Returns
+    -------
+    list of str
+        Name of flag 0, flag 1, ...
+
+    Raises
+    ------
+    SeglakeError
+        No pair, or indices that are not 0..n-1 each once.
+
+    >>> genre_order([("Action", 1), ("unknown", 0), ("Comedy", 2)], "u.genre")
+    ['unknown', 'Action', 'Comedy']
+    >>> genre_order([("Action", 1)], "u.genre")
+    Traceback (most recent call last):
+    ...
+    seglake.core.errors.SeglakeError: ratings.genres: u.genre: indices must be 0..n-1, each once (got [1])
+    """
+    by_index = {index: genre for genre, index in pairs}
+    if sorted(by_index) != list(range(len(pairs))) or not pairs:
+        raise SeglakeError(f"ratings.genres: {path}: indices must be 0..n-1, each once "
+                           f"(got {sorted(by_index)})")
+    return [by_index[i] for i in range(len(pairs))]
+
+
 def read_genres(spark: SparkSession, source: RatingsSource) -> list[str]:
     """Genre names in flag order from ``name|index`` lines (19 for ml-100k); a tiny file, collected."""
-    rows = split_fields(read_lines(spark, source.genres, source.encoding), source.separator,
-                        {"genre": "string", "index": "int"}).collect()
+    rows = split_fields(read_lines(spark, source.genres, source.encoding, "ratings.genres"),
+                        source.separator, {"genre": "string", "index": "int"}).collect()
     bad = [r["_raw"] for r in rows if r["_reasons"]]
     if bad:
         raise SeglakeError(f"ratings.genres: {source.genres}: line {bad[0]!r} is not 'name|index'")
-    by_index = {r["index"]: r["genre"] for r in rows}
-    if sorted(by_index) != list(range(len(rows))) or not rows:
-        raise SeglakeError(f"ratings.genres: {source.genres}: indices must be 0..n-1, each once "
-                           f"(got {sorted(by_index)})")
-    return [by_index[i] for i in range(len(rows))]
+    return genre_order([(r["genre"], r["index"]) for r in rows], source.genres)
 
 
-def parse_users(spark: SparkSession, source: RatingsSource) -> DataFrame:
-    """Users with ``_reasons``: bad age (outside 1..120), gender not F/M, repeated ``user_id``."""
-    users = split_fields(read_lines(spark, source.users, source.encoding), source.separator, USER_FIELDS)
+def parse_users(lines: DataFrame, separator: str) -> DataFrame:
+    """Users with ``_reasons``: bad age (outside 1..120), gender not F/M, repeated ``user_id``.
+
+    Parameters
+    ----------
+    lines : DataFrame
+        The lines of the users file (:func:`read_lines`).
+    separator : str
+        ``ratings.separator``.
+
+    Returns
+    -------
+    DataFrame
+        ``USER_FIELDS`` typed, ``_raw``, ``_ingest_file``, ``_row`` and ``_reasons``.
+    """
+    users = split_fields(lines, separator, USER_FIELDS)
     users = add_reason(users, (F.col("age") < 1) | (F.col("age") > MAX_AGE), "out_of_range:age")
     users = add_reason(users, ~F.col("gender").isin(GENDERS), "not_allowed:gender")
     return first_copy_only(users, ["user_id"], "duplicate_id")
 
 
-def parse_items(spark: SparkSession, source: RatingsSource, genres: list[str]) -> DataFrame:
-    """Items with a ``genres`` array built from the 0/1 flags; a flag other than 0/1 is rejected."""
+def parse_items(lines: DataFrame, separator: str, genres: list[str]) -> DataFrame:
+    """Items with a ``genres`` array built from the 0/1 flags; a flag other than 0/1 is rejected.
+
+    Parameters
+    ----------
+    lines : DataFrame
+        The lines of the items file (:func:`read_lines`).
+    separator : str
+        ``ratings.separator``.
+    genres : list of str
+        Genre names in flag order (:func:`read_genres`).
+
+    Returns
+    -------
+    DataFrame
+        ``ITEM_FIELDS`` typed, ``genres`` (array of names), ``_raw``, ``_ingest_file``, ``_row``
+        and ``_reasons`` (``not_allowed:genre_flag``, ``duplicate_id`` and those of
+        :func:`split_fields`).
+    """
     flags = {f"_genre_{i}": "int" for i in range(len(genres))}
-    items = split_fields(read_lines(spark, source.items, source.encoding), source.separator,
-                         {**ITEM_FIELDS, **flags},
+    items = split_fields(lines, separator, {**ITEM_FIELDS, **flags},
                          optional=("release_date", "video_release_date", "imdb_url"))
     for flag in flags:
         items = add_reason(items, ~F.col(flag).isin(0, 1), "not_allowed:genre_flag")
@@ -155,11 +263,25 @@ def parse_items(spark: SparkSession, source: RatingsSource, genres: list[str]) -
     return items.withColumn("genres", genre_list).drop(*flags)
 
 
-def parse_ratings(spark: SparkSession, source: RatingsSource, users: DataFrame, items: DataFrame) -> DataFrame:
+def parse_ratings(lines: DataFrame, separator: str, users: DataFrame, items: DataFrame) -> DataFrame:
     """Ratings with ``_reasons``: stars outside 1..5, a user or item not among the valid ones, and
-    a repeated (user, item) pair."""
-    ratings = split_fields(read_lines(spark, source.ratings, source.encoding), source.ratings_separator,
-                           RATING_FIELDS)
+    a repeated (user, item) pair.
+
+    Parameters
+    ----------
+    lines : DataFrame
+        The lines of the ratings file (:func:`read_lines`).
+    separator : str
+        ``ratings.ratings_separator``.
+    users, items : DataFrame
+        :func:`parse_users` and :func:`parse_items`: only their rows without a reason are known.
+
+    Returns
+    -------
+    DataFrame
+        ``RATING_FIELDS`` typed, ``_raw``, ``_ingest_file``, ``_row`` and ``_reasons``.
+    """
+    ratings = split_fields(lines, separator, RATING_FIELDS)
     ratings = add_reason(ratings, ~F.col("rating").between(1, 5), "not_allowed:rating")
     known_users = users.where(F.size("_reasons") == 0).select("user_id", F.lit(True).alias("_known_user"))
     known_items = items.where(F.size("_reasons") == 0).select("item_id", F.lit(True).alias("_known_item"))
@@ -192,27 +314,30 @@ def write_bronze(spark: SparkSession, config: SeglakeConfig, run_id: str, genres
         Per file: ``input``, ``bronze``, ``quarantined`` and the quarantine ``reasons`` counts.
     """
     source, tables = config.ratings, Tables.of(config)
-    users = parse_users(spark, source).persist(StorageLevel.MEMORY_AND_DISK)
-    items = parse_items(spark, source, genres).persist(StorageLevel.MEMORY_AND_DISK)
+    lines = {name: read_lines(spark, path, source.encoding, f"ratings.{name}")
+             for name, path in (("users", source.users), ("items", source.items), ("ratings", source.ratings))}
+    users = parse_users(lines["users"], source.separator).persist(StorageLevel.MEMORY_AND_DISK)
+    items = parse_items(lines["items"], source.separator, genres).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        ratings = parse_ratings(spark, source, users, items)
+        ratings = parse_ratings(lines["ratings"], source.ratings_separator, users, items)
         parsed = {"users": (users, list(USER_FIELDS)),
                   "items": (items, [*ITEM_FIELDS, "genres"]),
                   "ratings": (ratings, list(RATING_FIELDS))}
         quarantine = None
         for name, (frame, columns) in parsed.items():
-            overwrite_table(_valid(frame, columns), bronze_path(tables, name), run_id)
+            overwrite_table(_valid(frame, columns), tables.bronze(name), run_id)
             rows = _quarantine_rows(frame, name, run_id)
             quarantine = rows if quarantine is None else quarantine.unionByName(rows)
-        overwrite_table(quarantine, bronze_path(tables, "quarantine"), run_id)
+        overwrite_table(quarantine, tables.bronze("quarantine"), run_id)
         inputs = {name: frame.count() for name, (frame, _) in parsed.items()}
     finally:
         users.unpersist()
         items.unpersist()
+    # Reconcile on the written tables: every input line is a bronze row or a quarantined one.
     counts = {}
-    rejected = spark.read.format("delta").load(bronze_path(tables, "quarantine"))
+    rejected = read_delta(spark, tables.bronze("quarantine"), "ratings")
     for name, path in (("users", source.users), ("items", source.items), ("ratings", source.ratings)):
-        written = spark.read.format("delta").load(bronze_path(tables, name)).count()
+        written = read_delta(spark, tables.bronze(name), "ratings").count()
         reasons = {r["reason"]: r["count"] for r in
                    rejected.where(F.col("table") == name).groupBy("reason").count().collect()}
         # (a handful of distinct reasons per table)
@@ -241,6 +366,18 @@ def als_holdout(ratings: DataFrame, config: SeglakeConfig) -> dict:
     Ratings whose user or item is absent from the training share cannot be predicted and are
     dropped (``coldStartStrategy="drop"``); ``scored_ratings`` says how many were scored.
     ``baseline_mae`` predicts the training mean for every rating: ALS must beat it to mean anything.
+
+    Parameters
+    ----------
+    ratings : DataFrame
+        ``user_id``, ``item_id``, ``rating`` (float).
+    config : SeglakeConfig
+        ``ratings.als``: rank, regularisation, iterations, seed and ``holdout_fraction``.
+
+    Returns
+    -------
+    dict
+        ``train_ratings``, ``test_ratings``, ``scored_ratings``, ``mae``, ``rmse``, ``baseline_mae``.
     """
     settings = config.ratings.als
     train, test = ratings.randomSplit([1.0 - settings.holdout_fraction, settings.holdout_fraction],
@@ -263,6 +400,11 @@ def als_holdout(ratings: DataFrame, config: SeglakeConfig) -> dict:
 
 
 def _column_name(prefix: str, value: str) -> str:
+    """A one-hot column name Delta stores without column mapping.
+
+    >>> _column_name("occupation", "lawyer / judge"), _column_name("gender", "?")
+    ('occupation_lawyer_judge', 'gender_blank')
+    """
     return f"{prefix}_{re.sub(r'[^A-Za-z0-9]+', '_', value).strip('_') or 'blank'}"
 
 
@@ -273,6 +415,22 @@ def entities_frame(factors: DataFrame, users: DataFrame, config: SeglakeConfig) 
     factors and are not entities. One-hot values are ``weight / sqrt(2)`` so that two users who
     differ in one demographic are ``weight**2`` apart in squared distance, like an age gap over the
     whole range.
+
+    Parameters
+    ----------
+    factors : DataFrame
+        ``id``, ``features`` (array of ``ratings.als.rank`` floats).
+    users : DataFrame
+        ``bronze/users``: ``user_id``, ``age``, ``gender``, ``occupation``, ...
+    config : SeglakeConfig
+        ``ratings.als.rank``, ``ratings.demographics`` and ``ratings.demographics_weight``.
+
+    Returns
+    -------
+    DataFrame
+        ``entity_id``, ``taste_00``.., ``age_scaled``, one column per demographic value, and the raw
+        ``_age``, ``_gender``, ``_occupation``. (The age range and the demographic values are
+        collected: a handful of rows.)
     """
     source = config.ratings
     rank, weight = source.als.rank, source.demographics_weight
@@ -318,15 +476,16 @@ def ingest_ratings(spark: SparkSession, config: SeglakeConfig, run_id: str) -> S
     tables = Tables.of(config)
     genres = read_genres(spark, config.ratings)
     files = write_bronze(spark, config, run_id, genres)
-    ratings = spark.read.format("delta").load(bronze_path(tables, "ratings")).select(
+    # ALS learns from the bronze tables as committed, not from the parsed frames.
+    ratings = read_delta(spark, tables.bronze("ratings"), "ratings").select(
         "user_id", "item_id", F.col("rating").cast("float").alias("rating"))
+    users = read_delta(spark, tables.bronze("users"), "ratings")
     ratings = ratings.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         fit_started = time.monotonic()
         holdout = als_holdout(ratings, config)
         # The embeddings come from a fit on every rating: the held-out fit exists to measure error.
         factors = _als(config).fit(ratings).userFactors
-        users = spark.read.format("delta").load(bronze_path(tables, "users"))
         overwrite_table(entities_frame(factors, users, config), tables.entities, run_id)
         als_seconds = time.monotonic() - fit_started
     finally:
@@ -338,7 +497,7 @@ def ingest_ratings(spark: SparkSession, config: SeglakeConfig, run_id: str) -> S
                "seed_autoencoder_mae": SEED_AUTOENCODER_MAE, "seconds": als_seconds}
     row = [tuple(metrics[c.split()[0]] for c in ALS_METRICS.split(", "))]
     write_run(spark.createDataFrame(row, ALS_METRICS), tables.gold("als_metrics"), run_id)
-    entities = spark.read.format("delta").load(tables.entities).count()
+    entities = read_delta(spark, tables.entities, "ratings").count()
     quarantined = ", ".join(f"{name} {c['quarantined']:,} ({', '.join(f'{r} {n}' for r, n in c['reasons'].items())})"
                             for name, c in files.items() if c["quarantined"])
     message = (

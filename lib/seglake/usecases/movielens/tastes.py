@@ -27,7 +27,6 @@ from pyspark.sql import functions as F
 
 from seglake.core.config import SeglakeConfig
 from seglake.core.errors import SeglakeError
-from seglake.usecases.movielens.ratings import bronze_path
 from seglake.core.stages import StageResult
 from seglake.core.tables import Tables, read_delta, write_run
 
@@ -37,7 +36,13 @@ OLDEST_BAND = "55+"
 
 
 def run_segments(spark: SparkSession, tables: Tables, run_id: str) -> DataFrame:
-    """``user_id`` (long) and ``segment`` of the run; fails naming the stage to run when absent."""
+    """``user_id`` (long) and ``segment`` of the run's ``gold/segments``.
+
+    Raises
+    ------
+    SeglakeError
+        No table, or no row for the run: names the segment stage.
+    """
     segments = (read_delta(spark, tables.gold("segments"), "segment")
                 .where(F.col("run_id") == run_id)
                 .select(F.col("entity_id").cast("long").alias("user_id"), "segment"))
@@ -48,7 +53,7 @@ def run_segments(spark: SparkSession, tables: Tables, run_id: str) -> DataFrame:
 
 def bronze(spark: SparkSession, tables: Tables, table: str) -> DataFrame:
     """A bronze table of the ratings stage (``ratings``, ``users`` or ``items``)."""
-    return read_delta(spark, bronze_path(tables, table), "ratings")
+    return read_delta(spark, tables.bronze(table), "ratings")
 
 
 def top_titles(ratings: DataFrame, items: DataFrame, segments: DataFrame, top_n: int) -> DataFrame:
@@ -79,8 +84,20 @@ def top_titles(ratings: DataFrame, items: DataFrame, segments: DataFrame, top_n:
         "segment", "rating", "rank", "item_id", "title", "count")
 
 
-def age_band(age) -> F.Column:
-    """The seed's age plot in bands: under 18, 18-24, 25-34, 35-44, 45-54, 55+."""
+def age_band(age: F.Column) -> F.Column:
+    """The seed's age plot in bands: under 18, 18-24, 25-34, 35-44, 45-54, 55+.
+
+    Parameters
+    ----------
+    age : Column
+        Ages in years.
+
+    Returns
+    -------
+    Column
+        The band's label (``AGE_BANDS``, then ``OLDEST_BAND``); a null age would fall in
+        ``55+``, but bronze users always have one.
+    """
     band = F.when(F.lit(False), F.lit(None))
     for upper, label in AGE_BANDS:
         band = band.when(age < upper, F.lit(label))
@@ -88,7 +105,21 @@ def age_band(age) -> F.Column:
 
 
 def demographics(users: DataFrame, segments: DataFrame) -> DataFrame:
-    """Gender, occupation and age-band make-up of each segment against every segmented user."""
+    """Gender, occupation and age-band make-up of each segment against every segmented user.
+
+    Parameters
+    ----------
+    users : DataFrame
+        ``user_id``, ``gender``, ``occupation``, ``age``.
+    segments : DataFrame
+        ``user_id``, ``segment``; users without a segment are left out of every share.
+
+    Returns
+    -------
+    DataFrame
+        ``segment, attribute, value, users, share, overall_share, index`` with ``attribute`` one of
+        ``gender``, ``occupation``, ``age_band``; ``share`` sums to 1 per segment and attribute.
+    """
     people = users.join(segments, "user_id")
     pairs = people.select("segment", F.explode(F.array(
         F.struct(F.lit("gender").alias("attribute"), F.col("gender").alias("value")),
@@ -107,7 +138,23 @@ def demographics(users: DataFrame, segments: DataFrame) -> DataFrame:
 
 
 def genre_preference(ratings: DataFrame, items: DataFrame, segments: DataFrame) -> DataFrame:
-    """Share and mean rating of each genre within each segment, against every segmented user."""
+    """Share and mean rating of each genre within each segment, against every segmented user.
+
+    Parameters
+    ----------
+    ratings : DataFrame
+        ``user_id``, ``item_id``, ``rating``.
+    items : DataFrame
+        ``item_id``, ``genres`` (array of names): a film in two genres counts in both.
+    segments : DataFrame
+        ``user_id``, ``segment``.
+
+    Returns
+    -------
+    DataFrame
+        ``segment, genre, ratings, share, mean_rating, overall_share, overall_mean_rating, lift,
+        rating_vs_overall``. (Counting every segmented rating for ``overall_share`` runs one job.)
+    """
     rated = ratings.join(segments, "user_id")
     by_genre = rated.join(items.select("item_id", F.explode("genres").alias("genre")), "item_id")
     per = by_genre.groupBy("segment", "genre").agg(F.count(F.lit(1)).alias("ratings"),
@@ -127,7 +174,14 @@ def genre_preference(ratings: DataFrame, items: DataFrame, segments: DataFrame) 
 
 def _summary(titles: list, people: list, genres: list) -> str:
     """One line per segment: size, its most frequent 5-star title, most over-represented
-    occupation and most over-represented genre."""
+    occupation and most over-represented genre (rows of the three tables, as dicts or Rows).
+
+    >>> people = [{"segment": 0, "attribute": "gender", "value": "F", "users": 3, "share": 0.75, "index": 1.5},
+    ...           {"segment": 0, "attribute": "gender", "value": "M", "users": 1, "share": 0.25, "index": 0.5}]
+    >>> print(_summary([{"segment": 0, "rating": 5, "rank": 1, "title": "Heat (1995)"}], people,
+    ...                [{"segment": 0, "genre": "Crime", "lift": 1.25}]))
+      segment 0: 4 users, 75% women; top 5-star: Heat (1995); genre Crime x1.25
+    """
     lines = []
     for segment in sorted({r["segment"] for r in people}):
         mine = [r for r in people if r["segment"] == segment]
@@ -173,7 +227,7 @@ def tastes(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResu
     written = {}
     for name, frame in outputs.items():
         write_run(frame.select(F.lit(run_id).alias("run_id"), "*"), tables.gold(name), run_id)
-        written[name] = (spark.read.format("delta").load(tables.gold(name))
+        written[name] = (read_delta(spark, tables.gold(name), "tastes")
                          .where(F.col("run_id") == run_id).drop("run_id"))
     # Per segment: 5 ratings x top_n titles, ~25 attribute values and 19 genres — small.
     rows = {name: frame.collect() for name, frame in written.items()}

@@ -1,0 +1,1 @@
+"""Text clusters: short texts or hashtags embedded, clustered per group, with keywords."""

@@ -41,9 +41,12 @@ from pyspark.sql import types as T
 from seglake.core.config import SeglakeConfig, TextClustersConfig, TextsSource, require_columns
 from seglake.core.errors import SeglakeError
 from seglake.core.stages import StageResult
-from seglake.core.tables import Tables, write_run
+from seglake.core.tables import Tables, read_source, write_run
 
 NO_GROUP = "all"
+# CSV defaults of a texts source (transcripts and bios hold quoted multi-line fields); the
+# config's texts.options override them.
+CSV_OPTIONS = {"header": "true", "multiLine": "true", "escape": '"'}
 MINILM_DIMENSIONS = 384
 TEXTS_SCHEMA = "group string, id string, item int, text string"
 EMBEDDED_SCHEMA = TEXTS_SCHEMA + ", embedding array<float>"
@@ -59,22 +62,34 @@ _MODELS: dict[str, object] = {}  # one loaded model per Python worker (workers a
 
 
 def read_texts(spark: SparkSession, source: TextsSource) -> DataFrame:
-    """The configured table with its real columns (CSV: every value as text, multi-line quotes)."""
-    try:
-        if source.format == "csv":
-            options = {"header": "true", "multiLine": "true", "escape": '"', **source.options}
-            return spark.read.options(**options).csv(source.path)
-        return spark.read.format(source.format).options(**source.options).load(source.path)
-    except Exception as err:  # Spark reader errors are Java traces: keep the first line
-        first = next((ln for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
-        raise SeglakeError(f"texts.path: cannot read {source.path} as {source.format}: "
-                           f"{first[:300]}") from err
+    """The configured table with its real columns (CSV: every value as text, multi-line quotes).
+
+    Raises
+    ------
+    SeglakeError
+        The table cannot be read: one line naming ``texts.path`` (see
+        :func:`seglake.core.tables.read_source`).
+    """
+    options = {**CSV_OPTIONS, **source.options} if source.format == "csv" else dict(source.options)
+    return read_source(spark, source.path, source.format, options, "texts.path")
 
 
 def clean_column(text: Column, strip_quotes: bool = False) -> Column:
     """``#`` removed, lower-case, runs of white space made one space, trimmed; empty becomes null.
 
-    ``strip_quotes`` also drops quotes around a list item (``'#fyp'`` → ``fyp``).
+    Plain Spark SQL functions (no Python UDF), so it runs in the JVM.
+
+    Parameters
+    ----------
+    text : Column
+        A string column.
+    strip_quotes : bool
+        Also drop quotes around a list item (``'#fyp'`` → ``fyp``).
+
+    Returns
+    -------
+    Column
+        The cleaned text, null when nothing is left (``"  #FYP  News "`` → ``"fyp news"``).
     """
     cleaned = F.regexp_replace(F.regexp_replace(text, "#", ""), r"\s+", " ")
     if strip_quotes:
@@ -84,7 +99,21 @@ def clean_column(text: Column, strip_quotes: bool = False) -> Column:
 
 
 def list_items(value: Column, kind: T.DataType) -> Column:
-    """A list column as an array: arrays as they are; a string split on commas and before ``#``."""
+    """A list column as an array: arrays as they are; a string split on commas and before ``#``.
+
+    Parameters
+    ----------
+    value : Column
+        The list column.
+    kind : DataType
+        Its Spark type: an array is cast to ``array<string>``; a string such as
+        ``['#fyp', '#news']``, ``#fyp, #news`` or ``#fyp #news`` is split.
+
+    Returns
+    -------
+    Column
+        ``array<string>`` of raw items (still with ``#`` and any quotes: see :func:`clean_column`).
+    """
     if isinstance(kind, T.ArrayType):
         return value.cast("array<string>")
     # Quotes go with the separators, so "['a', 'b c']" gives `a` and `b c`; white space splits only
@@ -97,6 +126,23 @@ def prepare_texts(table: DataFrame, source: TextsSource) -> DataFrame:
     """One row per non-empty cleaned text: ``group, id, item, text`` (``TEXTS_SCHEMA``).
 
     Rows with an empty id are dropped; a missing group value becomes the group ``(none)``.
+
+    Parameters
+    ----------
+    table : DataFrame
+        The source table (:func:`read_texts`).
+    source : TextsSource
+        ``id``, ``text``, optional ``group`` columns, and ``items`` (``list``: one row per item).
+
+    Returns
+    -------
+    DataFrame
+        ``TEXTS_SCHEMA`` rows; ``item`` is 0 for a plain text, the position in the list otherwise.
+
+    Raises
+    ------
+    SeglakeError
+        A configured column is not in ``table``.
     """
     named = [source.id, source.text, *([source.group] if source.group else [])]
     require_columns(table.columns, named, "texts", source.path)
@@ -152,7 +198,19 @@ def load_minilm():
 
 
 def embed_minilm(texts: list[str], batch_size: int = 64) -> np.ndarray:
-    """Unit-length 384-dimensional MiniLM sentence embeddings, one row per text (float32)."""
+    """Unit-length 384-dimensional MiniLM sentence embeddings, one row per text (float32).
+
+    Parameters
+    ----------
+    texts : list of str
+    batch_size : int
+        Texts per forward pass.
+
+    Returns
+    -------
+    ndarray
+        ``(len(texts), 384)`` float32, each row of norm 1.
+    """
     model = load_minilm()
     return model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
                         convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
@@ -166,7 +224,26 @@ def embed_batches(batches: Iterator[pd.DataFrame], batch_size: int) -> Iterator[
 
 
 def embed_tfidf_svd(texts: list[str], components: int, seed: int) -> np.ndarray:
-    """TF-IDF (sublinear counts) reduced by truncated SVD to ``components`` dimensions, unit rows."""
+    """TF-IDF (sublinear counts) reduced by truncated SVD to ``components`` dimensions, unit rows.
+
+    Parameters
+    ----------
+    texts : list of str
+    components : int
+        Dimensions wanted; fewer when the vocabulary or the texts are fewer (below 2, the TF-IDF
+        rows themselves are returned).
+    seed : int
+        Seeds the SVD.
+
+    Returns
+    -------
+    ndarray
+        One unit-length row per text.
+
+    >>> vectors = embed_tfidf_svd(["red apples", "green apples", "red cars", "fast cars"], 2, seed=0)
+    >>> vectors.shape, bool(np.allclose(np.linalg.norm(vectors, axis=1), 1.0))
+    ((4, 2), True)
+    """
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.preprocessing import normalize
@@ -184,10 +261,26 @@ def embed_tfidf_svd(texts: list[str], components: int, seed: int) -> np.ndarray:
 def sweep_k(vectors: np.ndarray, settings: dict) -> tuple[pd.DataFrame, np.ndarray, str]:
     """KMeans for each k; the best silhouette (on a seeded sample) wins unless k is pinned.
 
+    Ties go to the smaller k; a k not below the number of rows is skipped.
+
+    Parameters
+    ----------
+    vectors : ndarray
+        One row per text.
+    settings : dict
+        ``text_clusters`` as a dict: ``k_min``, ``k_max``, ``k`` (pinned or None), ``seed``,
+        ``silhouette_sample``.
+
     Returns
     -------
     (DataFrame, ndarray, str)
         One row per k (``k, silhouette, inertia, chosen``), the chosen labels, and why.
+
+    >>> points = np.array([[0.0, 0.0], [0.0, 0.1], [5.0, 5.0], [5.0, 5.1], [9.0, 0.0], [9.0, 0.1]])
+    >>> settings = {"k_min": 2, "k_max": 4, "k": None, "seed": 0, "silhouette_sample": 100}
+    >>> table, labels, reason = sweep_k(points, settings)
+    >>> table["k"].tolist(), len(set(labels.tolist())), reason.split(":")[0]
+    ([2, 3, 4], 3, 'k=3')
     """
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
@@ -215,7 +308,20 @@ def sweep_k(vectors: np.ndarray, settings: dict) -> tuple[pd.DataFrame, np.ndarr
 
 
 def map_2d(vectors: np.ndarray, settings: dict) -> np.ndarray:
-    """x, y from a cosine UMAP of a seeded sample of at most ``map_sample`` rows (NaN elsewhere)."""
+    """x, y from a cosine UMAP of a seeded sample of at most ``map_sample`` rows (NaN elsewhere).
+
+    Parameters
+    ----------
+    vectors : ndarray
+        One row per text.
+    settings : dict
+        ``seed``, ``map_sample`` and ``umap_neighbors``.
+
+    Returns
+    -------
+    ndarray
+        ``(len(vectors), 2)``; every row NaN when the sample has fewer than 10 rows.
+    """
     from umap import UMAP
 
     n = len(vectors)
@@ -234,6 +340,28 @@ def cluster_group(texts: pd.DataFrame, settings: dict) -> pd.DataFrame:
     """``applyInPandas`` body: one group's texts → ``GROUP_SCHEMA`` rows (texts, then sweep rows).
 
     Rows are sorted by ``id, item, text`` first, so labels depend only on data and seed.
+
+    Parameters
+    ----------
+    texts : pandas.DataFrame
+        One group's ``TEXTS_SCHEMA`` rows, with ``embedding`` when MiniLM embedded them (else
+        TF-IDF + SVD vectors are fitted here).
+    settings : dict
+        ``text_clusters`` as a dict (``min_group_size``, ``svd_components`` and those of
+        :func:`sweep_k` and :func:`map_2d`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``GROUP_SCHEMA`` columns: ``kind == "text"`` rows with ``cluster``, ``x``, ``y``, then one
+        ``kind == "sweep"`` row per k tried (a group below ``min_group_size`` is one cluster).
+
+    >>> texts = pd.DataFrame({"group": "g", "id": ["b", "a"], "item": 0, "text": ["red car", "red apple"]})
+    >>> rows = cluster_group(texts, {"min_group_size": 5, "svd_components": 2, "seed": 0})
+    >>> rows["kind"].tolist(), rows["id"].tolist()[:2], rows["cluster"].tolist()[:2]
+    (['text', 'text', 'sweep'], ['a', 'b'], [0.0, 0.0])
+    >>> rows["reason"].iloc[-1]
+    'one cluster: 2 texts, fewer than text_clusters.min_group_size'
     """
     texts = texts.sort_values(["id", "item", "text"], kind="stable").reset_index(drop=True)
     group = str(texts["group"].iloc[0])
@@ -264,6 +392,14 @@ def cluster_keywords(clusters: DataFrame, top: int) -> DataFrame:
 
     A cluster's texts are one document: score(t, c) = tf(t, c) / words(c) · log(1 + A / f(t)),
     with A the mean words per cluster of the group and f(t) the count of t over the group's clusters.
+    Words are runs of letters, digits and apostrophes of at least 2 characters; numbers are left out.
+
+    Parameters
+    ----------
+    clusters : DataFrame
+        ``group``, ``cluster``, ``text`` (cleaned).
+    top : int
+        Terms kept per cluster.
 
     Returns
     -------
@@ -297,7 +433,13 @@ def cluster_keywords(clusters: DataFrame, top: int) -> DataFrame:
 
 
 def embed_texts(texts: DataFrame, settings: TextClustersConfig) -> DataFrame:
-    """``EMBEDDED_SCHEMA`` rows with MiniLM vectors, spread over every core (``mapInPandas``)."""
+    """``EMBEDDED_SCHEMA`` rows with MiniLM vectors, spread over every core (``mapInPandas``).
+
+    Raises
+    ------
+    SeglakeError
+        The ``text`` extra is not installed (checked before any Spark job).
+    """
     require_minilm()
     parts = max(2, texts.sparkSession.sparkContext.defaultParallelism)
     body = functools.partial(embed_batches, batch_size=settings.batch_size)
@@ -305,7 +447,19 @@ def embed_texts(texts: DataFrame, settings: TextClustersConfig) -> DataFrame:
 
 
 def cluster_texts(texts: DataFrame, settings: TextClustersConfig) -> DataFrame:
-    """Embed (``minilm``) then cluster every group; ``GROUP_SCHEMA`` rows (texts and sweep)."""
+    """Embed (``minilm``) then cluster every group; ``GROUP_SCHEMA`` rows (texts and sweep).
+
+    Parameters
+    ----------
+    texts : DataFrame
+        ``TEXTS_SCHEMA`` rows (:func:`prepare_texts`).
+    settings : TextClustersConfig
+
+    Returns
+    -------
+    DataFrame
+        ``GROUP_SCHEMA`` rows from :func:`cluster_group`, one task per group (lazy).
+    """
     prepared = embed_texts(texts, settings) if settings.embedder == "minilm" else texts
     body = functools.partial(cluster_group, settings=settings.model_dump())
     return prepared.groupBy("group").applyInPandas(body, GROUP_SCHEMA)
