@@ -17,23 +17,19 @@ Prints a markdown table for BENCHMARKS.md:
 
 from __future__ import annotations
 
-import argparse
 import json
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from pyspark.sql import functions as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from seglake.core.config import load_config  # noqa: E402
-from seglake.segmentation.density import clustering_space, density  # noqa: E402
-from seglake.core.session import build_spark  # noqa: E402
-from seglake.segmentation.surrogate import assign, get_bytes  # noqa: E402
-from seglake.core.tables import Tables  # noqa: E402
+from _common import blob_entities, entities_config, parser, print_measurements, scratch, session, timed_noop
+from seglake.core.artifacts import get_bytes
+from seglake.segmentation.density import clustering_space, density
+from seglake.segmentation.surrogate import assign
+from seglake.core.tables import Tables
 
 FEATURES = 8
 CLUSTERS = 10
@@ -42,23 +38,13 @@ CLUSTERS = 10
 def make_entities(spark, path: str, entities: int, seed: int = 0) -> None:
     """Blobs in signed-log1p space (unequal sizes), written as heavy-tailed raw features."""
     centers = np.random.default_rng(seed).uniform(-6, 6, size=(CLUSTERS, FEATURES))
-    skew = F.rand(seed)
-    cluster = F.least(F.floor(skew * skew * CLUSTERS), F.lit(CLUSTERS - 1)).cast("int")
-    frame = spark.range(entities).select(F.format_string("u%09d", "id").alias("entity_id"),
-                                         cluster.alias("c"))
-    for j in range(FEATURES):
-        center = F.element_at(F.array(*[F.lit(float(v)) for v in centers[:, j]]), F.col("c") + 1)
-        value = center + F.randn(seed + j + 1) * 0.7
-        frame = frame.withColumn(f"f{j}", F.signum(value) * F.expm1(F.abs(value)))
-    frame.drop("c").repartition(8).write.format("delta").mode("overwrite").save(path)
+    frame = blob_entities(spark, entities, centers, 0.7, seed, "u%09d", skewed=True,
+                          raw=lambda value: F.signum(value) * F.expm1(F.abs(value)))
+    frame.repartition(8).write.format("delta").mode("overwrite").save(path)
 
 
 def config_for(root: Path, name: str, density: str):
-    text = (f"name: {name}\nlakehouse: {root}\nentities: {{path: unused.csv, id: entity_id}}\n"
-            f"density: {density}\n")
-    path = root / f"{name}.yaml"
-    path.write_text(text)
-    return load_config(path)
+    return entities_config(root, name, root, "{path: unused.csv, id: entity_id}", density=density)
 
 
 def numba_rows(spark, root: Path) -> list[dict]:
@@ -77,28 +63,13 @@ def numba_rows(spark, root: Path) -> list[dict]:
                       f"the 2 slowest include numba JIT)", rows=1000, seconds=s) for i, s in enumerate(fits)]
 
 
-def timed_noop(df, repeat: int = 3) -> float:
-    """Best of ``repeat`` runs into Spark's no-op sink (the machine is shared: the best run is the
-    one least disturbed by other work)."""
-    times = []
-    for _ in range(repeat):
-        started = time.monotonic()
-        df.write.format("noop").mode("overwrite").save()
-        times.append(time.monotonic() - started)
-    return min(times)
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__, scratch=True)
     ap.add_argument("--entities", type=int, default=1_000_000)
     ap.add_argument("--sample", type=int, default=50_000)
-    ap.add_argument("--scratch", default=None, help="scratch directory (default: a temp dir)")
     args = ap.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="seglake-bench-density-", dir=args.scratch))
-    spark = build_spark("bench-density", "local[2]", {"spark.ui.enabled": "false",
-                                                       "spark.ui.showConsoleProgress": "false"})
     rows: list[dict] = []
-    try:
+    with scratch("density", args.scratch) as root, session("bench-density") as spark:
         rows += numba_rows(spark, root)
         for row in rows:
             print(f"# {row['what']}: {row['seconds']:.1f} s", file=sys.stderr, flush=True)
@@ -139,15 +110,7 @@ def main() -> None:
         summary = (f"Surrogate assignment: {rate:,.0f} entities/s (target ≥ 500,000), "
                    f"{rate / seed_rate:,.0f}× the seed's UMAP.transform + approximate_predict, "
                    f"{predict / baseline:.1f}× the time of a bare read of the same table.")
-    finally:
-        spark.stop()
-        shutil.rmtree(root, ignore_errors=True)
-    print("| measurement | rows | seconds | rows/s | × baseline time |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for row in rows:
-        ratio = f"{row['ratio']:.2f}" if "ratio" in row else ""
-        print(f"| {row['what']} | {row['rows']:,} | {row['seconds']:.1f} | "
-              f"{row['rows'] / row['seconds']:,.0f} | {ratio} |")
+    print_measurements(rows)
     print(f"\n{summary}")
 
 

@@ -95,7 +95,7 @@ def test_exact_distinct_matches_count_distinct_and_approx_is_close(spark):
 
 
 def test_column_not_in_events_is_one_line_naming_key_and_column(spark, tmp_path):
-    text = ("name: t\nlakehouse: lh\nevents: {path: raw}\nfeatures:\n  entity: uid\n"
+    text = ("name: t\nlakehouse: lh\nevents: {path: raw, columns: {uid: long}}\nfeatures:\n  entity: uid\n"
             "  definitions:\n    Plays: {agg: sum, column: plays}\n")
     config = load_config(write_config(tmp_path, text))
     events = spark.createDataFrame(EVENTS, EVENTS_SCHEMA)

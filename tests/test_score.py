@@ -102,7 +102,7 @@ def test_training_segments_gain_density_clusters(spark, users):
 
 def test_manifest_has_versions_types_bins_and_k(spark, users):
     _, config = users
-    manifest = json.loads((Path(Tables.of(config).models("train")) / "manifest.json").read_text())
+    manifest = json.loads((Path(Tables.of(config).models("train")) / "manifest.json").read_text())["details"]
     features = list(config.features.definitions)
     assert manifest["features"] == features and manifest["config_hash"] == config.config_hash
     assert manifest["feature_types"] == {f: "double" for f in features}

@@ -209,7 +209,10 @@ def test_sweep_on_planted_blobs_chooses_k_and_writes_gold(spark, tmp_path, lakeh
     assert [(r.run_id, r.stage, r.rows_in, r.rows_out, r.chosen_k) for r in runs] == [
         ("r1", "sweep", 2400, 5, 4)]
     assert runs[0].kept_fraction == kept_rows / 2400 and runs[0].reason == chosen["reason"]
-    manifest = json.loads((lakehouse / "t" / "models" / "r1" / "manifest.json").read_text())
+    written = json.loads((lakehouse / "t" / "models" / "r1" / "manifest.json").read_text())
+    assert sorted(written["files"]) == ["kmeans", "transform"]  # one sha256 per saved model folder
+    assert all(len(digest) == 64 for digest in written["files"].values())
+    manifest = written["details"]
     assert manifest["features"] == FEATURES and manifest["chosen_k"] == 4
 
 
@@ -225,8 +228,10 @@ def test_sweep_past_fit_sample_fits_a_seeded_sample_and_still_finds_k(spark, tmp
     assert f"each k fitted on a seeded sample of {fit_rows:,}" in result.message
     gold = spark.read.format("delta").load(Tables.of(config).gold("sweep")).toPandas()
     assert (gold["cluster_sizes"].map(sum) == fit_rows).all()
-    manifest = json.loads((lakehouse / "t" / "models" / "r1" / "manifest.json").read_text())
+    manifest = json.loads((lakehouse / "t" / "models" / "r1" / "manifest.json").read_text())["details"]
     assert manifest["kept"] == 3000 and manifest["fit_rows"] == fit_rows
+    assert manifest["clustering"] == {"algorithm": "kmeans", "k": 4, "seed": manifest["sweep"]["seed"],
+                                      "max_iter": manifest["sweep"]["max_iter"], "fit_rows": 3000}
     # The same seed picks the same entities: a re-run measures the very same curves.
     again = sweep(spark, config, "r2")
     assert again.details["fit_rows"] == fit_rows

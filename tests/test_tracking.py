@@ -71,7 +71,7 @@ def test_run_is_in_the_default_store_with_config_params_and_tags(tracked):
     assert run.info.status == "FINISHED" and run.info.run_name == "r1"
     assert run.info.artifact_uri.startswith((folder / "lake" / "mlflow-artifacts").as_uri())
     assert run.data.tags["seglake.use_case"] == "accounts"
-    assert run.data.tags["seglake.core.stages"] == ",".join(r.stage for r in results)
+    assert run.data.tags["seglake.stages"] == ",".join(r.stage for r in results)
     assert run.data.params == flat_params(config)
     assert run.data.params["sweep.k_max"] == "4" and run.data.params["entities.id"] == "account"
     assert run.data.params["explain.noun"] == "accounts"
@@ -139,7 +139,7 @@ def test_rerun_replaces_the_mlflow_run_without_duplicate_steps(spark, tracked):
     _, deleted = mlflow_runs(config, "r1", ViewType.DELETED_ONLY)
     assert [r.info.run_id for r in deleted] == [first.info.run_id]
     assert run.data.params["explain.noun"] == "profiles"
-    assert run.data.tags["seglake.core.stages"] == first.data.tags["seglake.core.stages"]
+    assert run.data.tags["seglake.stages"] == first.data.tags["seglake.stages"]
     assert len(client.get_metric_history(run.info.run_id, "sweep.wssse")) == 3
     # Stages not re-run keep their recorded seconds; the re-run stage has its new ones.
     assert run.data.metrics["stage.sweep.seconds"] == first.data.metrics["stage.sweep.seconds"]
@@ -154,7 +154,7 @@ def test_a_failing_stage_leaves_a_failed_run_and_raises_its_own_error(spark, tra
         run_tracked(spark, config, ["segment"], "r2", echo=lambda line: None)
     _, (run,) = mlflow_runs(config, "r2")
     assert run.info.status == "FAILED"
-    assert run.data.tags["seglake.core.stages"] == ""
+    assert run.data.tags["seglake.stages"] == ""
 
 
 def test_unreachable_server_fails_before_any_stage(spark, tmp_path, monkeypatch):

@@ -1,40 +1,51 @@
-"""Fitted artefacts of a run: MLlib-native model folders plus a JSON manifest, and the run record.
+"""Fitted artefacts of a run: the one module that writes model files and manifests.
 
 Layout under ``<lakehouse>/<name>/models/<run_id>/``::
 
-    manifest.json   what was fitted on what: entities table version, filter, features and their
-                    types, training quantile bins per feature (drift), library versions, k, seed
-    transform/      the prepare PipelineModel (MLlib persistence)
-    kmeans/         the chosen clustering model (MLlib persistence, whatever the algorithm)
+    manifest.json           the run: entities table version, filter, features and their types,
+                            training quantile bins per feature (drift), library versions, k, seed
+    transform/              the prepare PipelineModel (MLlib persistence)
+    kmeans/                 the chosen clustering model (MLlib persistence, whatever the algorithm)
+    manifest-density.json   the density surrogates (XGBoost JSON files beside it)
+    manifest-explain.json   the per-target explain models
+    assigner/manifest.json  MovieLens's assigner; ``classifier/manifest.json`` the claims classifier
 
-Everything goes through Hadoop file systems (never Python ``open``), so the same code writes to a
-local folder, HDFS, S3 or DBFS. Nothing is pickled: a model saved by one Spark version loads in the
-next, and scoring needs no Python objects from the training process.
+Every manifest has one format: ``{"files": {name: sha256}, "details": {...}, "written_at": ...}``.
+``files`` lists every artefact the manifest describes, a single file or an MLlib folder (whose
+checksum covers each file's relative path and bytes), and loading refuses an artefact whose
+checksum differs. Everything goes through Hadoop file systems when the lakehouse is a URI (HDFS,
+S3, DBFS), so the same code writes to a local folder or a cluster's storage. Nothing is pickled: a
+model saved by one Spark version loads in the next, and scoring needs no Python objects from the
+training process.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
-from pyspark.ml import PipelineModel
-from pyspark.ml.clustering import BisectingKMeansModel, GaussianMixtureModel, KMeansModel
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
-from seglake.core.config import SeglakeConfig
 from seglake.core.errors import SeglakeError
-from seglake.core.tables import Tables, delta_exists, put_bytes, write_run
 
 MANIFEST = "manifest.json"
+DENSITY_MANIFEST = "manifest-density.json"
+EXPLAIN_MANIFEST = "manifest-explain.json"
 TRANSFORM = "transform"
 CLUSTERING = "kmeans"
-_MODEL_CLASSES = {
-    "kmeans": KMeansModel,
-    "bisecting_kmeans": BisectingKMeansModel,
-    "gaussian_mixture": GaussianMixtureModel,
-}
+
+
+# ---------------------------------------------------------------- small files, local or Hadoop
+
+
+def _local(uri: str) -> Path | None:
+    if uri.startswith("file:"):
+        return Path(re.sub(r"^file:(//)?", "", uri))
+    return None if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*:", uri) else Path(uri)
 
 
 def _filesystem(spark: SparkSession, path: str):
@@ -45,30 +56,168 @@ def _filesystem(spark: SparkSession, path: str):
 
 def path_exists(spark: SparkSession, path: str) -> bool:
     """True when ``path`` exists on its (Hadoop-compatible) file system."""
+    local = _local(path)
+    if local is not None:
+        return local.exists()
     fs, hadoop_path = _filesystem(spark, path)
     return bool(fs.exists(hadoop_path))
+
+
+def put_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
+    """Write ``data`` to ``uri`` (a local path or any Hadoop-compatible URI), replacing it."""
+    local = _local(uri)
+    if local is not None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(data)
+        return
+    fs, path = _filesystem(spark, uri)
+    stream = fs.create(path, True)
+    try:
+        stream.write(bytearray(data))
+    finally:
+        stream.close()
+
+
+def get_bytes(spark: SparkSession, uri: str) -> bytes:
+    """Read the whole file at ``uri``; a missing file is a :class:`SeglakeError`."""
+    local = _local(uri)
+    if local is not None:
+        if not local.is_file():
+            raise SeglakeError(f"model file not found: {uri}")
+        return local.read_bytes()
+    rows = spark.read.format("binaryFile").load(uri).select("content").head(1)
+    if not rows:
+        raise SeglakeError(f"model file not found: {uri}")
+    return bytes(rows[0][0])
+
+
+def _files_under(spark: SparkSession, folder: str) -> list[tuple[str, bytes]]:
+    """(relative path, bytes) of every file under ``folder``, sorted; checksum files left out
+    (Hadoop's ``.crc`` files are derived from the others)."""
+    local = _local(folder)
+    if local is not None:
+        return [(p.relative_to(local).as_posix(), p.read_bytes()) for p in sorted(local.rglob("*"))
+                if p.is_file() and not p.name.startswith(".")]
+    fs, root = _filesystem(spark, folder)
+    prefix = fs.makeQualified(root).toString().rstrip("/") + "/"
+    found, listing = [], fs.listFiles(root, True)
+    while listing.hasNext():
+        path = listing.next().getPath().toString()
+        if not path.rsplit("/", 1)[-1].startswith("."):
+            found.append(path[len(prefix):])
+    return [(name, get_bytes(spark, f"{folder}/{name}")) for name in sorted(found)]
+
+
+def checksum(spark: SparkSession, uri: str) -> str:
+    """sha256 of a file, or of an MLlib model folder (every file's relative path and bytes)."""
+    local = _local(uri)
+    if local is not None and local.is_file():
+        return hashlib.sha256(local.read_bytes()).hexdigest()
+    files = _files_under(spark, uri)
+    if not files:
+        if local is None and path_exists(spark, uri) and not _is_dir(spark, uri):
+            return hashlib.sha256(get_bytes(spark, uri)).hexdigest()
+        raise SeglakeError(f"model file not found: {uri}")
+    digest = hashlib.sha256()
+    for name, data in files:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+def _is_dir(spark: SparkSession, uri: str) -> bool:
+    fs, path = _filesystem(spark, uri)
+    return bool(fs.getFileStatus(path).isDirectory())
+
+
+# ---------------------------------------------------------------- manifests
+
+
+def write_manifest(
+    spark: SparkSession,
+    folder: str,
+    details: dict[str, Any],
+    files: dict[str, bytes] | None = None,
+    saved: tuple[str, ...] = (),
+    manifest: str = MANIFEST,
+) -> dict[str, Any]:
+    """Write ``files`` (name → bytes) under ``folder`` and a manifest listing every artefact's sha256.
+
+    Parameters
+    ----------
+    folder : str
+        A run's model folder (or a sub-folder such as ``assigner``).
+    details : dict
+        What was fitted on what (JSON-serialisable), returned by :func:`read_manifest`.
+    files : dict, optional
+        Small files to write (XGBoost JSON, specs, metrics).
+    saved : tuple of str
+        Artefacts already written under ``folder`` (MLlib model folders): checksummed, not written.
+    manifest : str
+        The manifest's file name.
+
+    Returns
+    -------
+    dict
+        The manifest as written: ``files`` (name → sha256), ``details`` and ``written_at``.
+    """
+    checksums = {}
+    for name, data in sorted((files or {}).items()):
+        put_bytes(spark, f"{folder}/{name}", data)
+        checksums[name] = hashlib.sha256(data).hexdigest()
+    for name in saved:
+        checksums[name] = checksum(spark, f"{folder}/{name}")
+    body = {"files": checksums, "details": details,
+            "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    put_bytes(spark, f"{folder}/{manifest}", json.dumps(body, indent=2, sort_keys=True).encode())
+    return body
+
+
+def read_manifest(
+    spark: SparkSession, folder: str, manifest: str = MANIFEST, produced_by: str = "sweep"
+) -> dict[str, Any]:
+    """A manifest as written by :func:`write_manifest`, or fail naming the stage that writes it."""
+    path = f"{folder}/{manifest}"
+    if not path_exists(spark, path):
+        raise SeglakeError(f"no manifest at {path}: run the {produced_by} stage first")
+    body = json.loads(get_bytes(spark, path))
+    if not isinstance(body, dict) or not isinstance(body.get("files"), dict) or "details" not in body:
+        raise SeglakeError(f"{path} is not a seglake manifest (written by an older version?): "
+                           f"run the {produced_by} stage again")
+    return body
+
+
+def verified_bytes(spark: SparkSession, folder: str, name: str, manifest: str = MANIFEST) -> bytes:
+    """The bytes of model file ``name``, after checking its sha256 against ``manifest``.
+
+    Raises
+    ------
+    SeglakeError
+        When the manifest does not list the file or the checksum differs.
+    """
+    listed = read_manifest(spark, folder, manifest)["files"]
+    if name not in listed:
+        raise SeglakeError(f"{folder}/{manifest} does not list {name}: refusing to load it")
+    data = get_bytes(spark, f"{folder}/{name}")
+    if hashlib.sha256(data).hexdigest() != listed[name]:
+        raise SeglakeError(f"{folder}/{name} does not match its sha256 in {manifest}: refusing to load it")
+    return data
+
+
+def verify_saved(spark: SparkSession, folder: str, name: str, manifest: str = MANIFEST) -> str:
+    """The path of MLlib folder ``name`` after checking its checksum against ``manifest``."""
+    listed = read_manifest(spark, folder, manifest)["files"]
+    path = f"{folder}/{name}"
+    if name not in listed:
+        raise SeglakeError(f"{folder}/{manifest} does not list {name}: refusing to load it")
+    if checksum(spark, path) != listed[name]:
+        raise SeglakeError(f"{path} does not match its sha256 in {manifest}: refusing to load it")
+    return path
 
 
 def save_model(model, folder: str) -> str:
     """Save an MLlib model or PipelineModel to ``folder``, replacing what was there; return it."""
     model.write().overwrite().save(folder)
     return folder
-
-
-def load_transform(spark: SparkSession, folder: str, run_id: str) -> PipelineModel:
-    """Load a run's prepare transform, or fail naming the stage that writes it."""
-    path = f"{folder}/{TRANSFORM}"
-    if not path_exists(spark, path):
-        raise SeglakeError(f"no transform at {path}: run the sweep stage first for run {run_id}")
-    return PipelineModel.load(path)
-
-
-def load_clustering(spark: SparkSession, folder: str, algorithm: str, run_id: str):
-    """Load a run's fitted clustering model (KMeans, BisectingKMeans or GaussianMixture)."""
-    path = f"{folder}/{CLUSTERING}"
-    if not path_exists(spark, path):
-        raise SeglakeError(f"no clustering model at {path}: run the segment stage first for run {run_id}")
-    return _MODEL_CLASSES[algorithm].load(path)
 
 
 # Distributions whose versions decide whether a saved model loads and scores the same way.
@@ -90,59 +239,15 @@ def library_versions() -> dict[str, str]:
     return found
 
 
-def write_manifest(spark: SparkSession, folder: str, manifest: dict[str, Any]) -> None:
-    """Write ``manifest.json`` (sorted keys, ``written_at`` in UTC) into a run's model folder."""
-    body = dict(manifest, written_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    put_bytes(spark, f"{folder}/{MANIFEST}", json.dumps(body, indent=2, sort_keys=True).encode())
+def load_model(spark: SparkSession, folder: str, name: str, model_class, manifest: str = MANIFEST,
+               produced_by: str = "sweep"):
+    """Load the MLlib model folder ``name`` with ``model_class.load`` after checking its checksum.
 
-
-def read_manifest(spark: SparkSession, folder: str, run_id: str) -> dict[str, Any]:
-    """Read a run's manifest, or fail saying the sweep stage writes it."""
-    path = f"{folder}/{MANIFEST}"
-    if not path_exists(spark, path):
-        raise SeglakeError(f"no manifest at {path}: run the sweep stage first for run {run_id}")
-    text = spark.read.text(path, wholetext=True).first()[0]
-    return json.loads(text)
-
-
-RUN_COLUMNS = (
-    "run_id string, stage string, use_case string, config_hash string, rows_in long, rows_out long, "
-    "kept_fraction double, chosen_k int, reason string, recorded_at timestamp"
-)
-
-
-def record_run(
-    spark: SparkSession,
-    config: SeglakeConfig,
-    run_id: str,
-    stage: str,
-    rows_in: int,
-    rows_out: int,
-    kept_fraction: float | None = None,
-    chosen_k: int | None = None,
-    reason: str | None = None,
-) -> None:
-    """Upsert this stage's row of ``gold/runs`` (one row per ``run_id`` and ``stage``).
-
-    Columns: ``run_id``, ``stage``, ``use_case`` (config name), ``config_hash``, ``rows_in``,
-    ``rows_out`` (entities in and rows written by the stage), ``kept_fraction`` (share of entities
-    passing the filter), ``chosen_k`` and ``reason`` (the one-line choice of k), ``recorded_at``.
-    A column that does not apply to a stage is null.
-
-    ``write_run`` replaces a whole run, so the run's rows of other stages (a few, one per stage)
-    are read back and written again with this one: re-running a stage replaces only its own row.
+    Raises
+    ------
+    SeglakeError
+        No such artefact (naming the stage that writes it), or its checksum differs.
     """
-    path = Tables.of(config).gold("runs")
-    others = []
-    if delta_exists(spark, path):
-        others = (
-            spark.read.format("delta").load(path)
-            .where((F.col("run_id") == run_id) & (F.col("stage") != stage))
-            .select(*[c.split()[0] for c in RUN_COLUMNS.split(", ")])
-            .collect()
-        )
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
-    row = (run_id, stage, config.name, config.config_hash, int(rows_in), int(rows_out),
-           None if kept_fraction is None else float(kept_fraction),
-           None if chosen_k is None else int(chosen_k), reason, now)
-    write_run(spark.createDataFrame([*map(tuple, others), row], RUN_COLUMNS), path, run_id)
+    if not path_exists(spark, f"{folder}/{name}"):
+        raise SeglakeError(f"no model at {folder}/{name}: run the {produced_by} stage first")
+    return model_class.load(verify_saved(spark, folder, name, manifest))

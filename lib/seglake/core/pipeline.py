@@ -1,10 +1,18 @@
-"""The ordered stages of a run and the loop that runs them, printing one line per stage."""
+"""Pipelines as data: per source kind, the ordered stages, each declaring the tables it reads and
+writes; and the runner, which checks the plan before any Spark job and prints one line per stage.
+
+A table name is ``<layer>/<table>`` under the use case's root (``bronze/events``,
+``silver/entities``, ``gold/sweep``) or ``models/<file or folder>`` in the run's model folder
+(``models/manifest.json``). ``a|b`` reads either. The pipeline table itself lives in
+:mod:`seglake.pipelines`, which registers it here, so this module imports no stage.
+"""
 
 from __future__ import annotations
 
 import importlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from pyspark.sql import SparkSession
@@ -13,57 +21,145 @@ from seglake.core.config import SeglakeConfig, check_run_id
 from seglake.core.errors import SeglakeError
 from seglake.core.stages import StageResult
 
-Stage = Callable[[SparkSession, SeglakeConfig, str], StageResult]
-
-# Every stage, in run order, as "module:function" so that importing the pipeline does not import
-# every stage's heavy libraries (UMAP, SHAP, ...). A config runs those that apply to its source.
-STAGES: dict[str, str] = {
-    "ingest": "seglake.segmentation.ingest:ingest",
-    "ratings": "seglake.usecases.movielens.ratings:ingest_ratings",
-    "features": "seglake.segmentation.features:build_entities",
-    "sweep": "seglake.segmentation.sweep:sweep",
-    "segment": "seglake.segmentation.segment:segment",
-    "tastes": "seglake.usecases.movielens.tastes:tastes",
-    "assign": "seglake.usecases.movielens.assigner:assign",
-    "density": "seglake.segmentation.density:density",
-    "explain": "seglake.segmentation.explain:explain",
-    "classify": "seglake.usecases.claims.train:train_classifier",
-    "text": "seglake.usecases.text.clusters:text_clusters",
-    "report": "seglake.report:build_report",
-}
-EVENTS_ONLY = {"ingest"}
-# A config with a `classifier` section trains a classifier instead of segmenting.
-CLASSIFIER_STAGES = ["classify"]
-# A config with a `ratings` section (MovieLens layout) embeds users with ALS, then segments them.
-RATINGS_STAGES = ["ratings", "sweep", "segment", "tastes", "assign", "report"]
-RATINGS_ONLY = {"ratings", "tastes", "assign"}
-# A config with a `texts` section clusters short texts (embeddings, KMeans per group, keywords).
-TEXT_STAGES = ["text", "report"]
-TEXT_ONLY = {"text"}
+StageFunction = Callable[[SparkSession, SeglakeConfig, str], StageResult]
 
 
-def stage_function(name: str) -> Stage:
-    """The callable behind a stage name."""
-    module, function = STAGES[name].split(":")
-    return getattr(importlib.import_module(module), function)
+@dataclass(frozen=True)
+class Stage:
+    """One step of a pipeline: the function that runs it and the tables it reads and writes.
+
+    >>> Stage("sweep", "seglake.segmentation.sweep:sweep", reads=("silver/entities",)).module
+    'seglake.segmentation.sweep'
+    """
+
+    name: str
+    function: str                  # "module:function", imported only when the stage runs
+    reads: tuple[str, ...] = ()    # every one must exist or be written by an earlier stage
+    writes: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()  # read when present (documented, not checked)
+
+    @property
+    def module(self) -> str:
+        return self.function.split(":")[0]
+
+    def load(self) -> StageFunction:
+        """The callable behind the stage (imports its module, and its heavy libraries, now)."""
+        module, function = self.function.split(":")
+        return getattr(importlib.import_module(module), function)
+
+
+# source kind → ordered stages; filled by seglake.pipelines, which the package imports first.
+PIPELINES: dict[str, tuple[Stage, ...]] = {}
+KINDS = ("classifier", "ratings", "texts", "events", "entities")
+
+
+def register(kind: str, stages: tuple[Stage, ...]) -> None:
+    """Declare the ordered stages of a source kind (one of :data:`KINDS`)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown source kind {kind!r}; known: {', '.join(KINDS)}")
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{kind}: a stage name appears twice in {names}")
+    PIPELINES[kind] = tuple(stages)
+
+
+def source_kind(config: SeglakeConfig) -> str:
+    """Which pipeline a config runs: the first of its sections ``classifier``, ``ratings``,
+    ``texts``, ``events``, ``entities`` that is set."""
+    for kind in KINDS:
+        if getattr(config, kind, None) is not None:
+            return kind
+    raise SeglakeError(f"{config.source_file}: no source section (one of {', '.join(KINDS)})")
+
+
+def pipeline_for(config: SeglakeConfig) -> tuple[Stage, ...]:
+    """The ordered stages of the config's source kind."""
+    return PIPELINES[source_kind(config)]
+
+
+def known_stages() -> list[str]:
+    """Every stage name of every pipeline, in first-seen order."""
+    return list(dict.fromkeys(s.name for stages in PIPELINES.values() for s in stages))
 
 
 def stages_for(config: SeglakeConfig) -> list[str]:
-    """The stages a config supports, in order.
+    """The names of the stages a config supports, in order."""
+    return [s.name for s in pipeline_for(config)]
 
-    ``ingest`` only applies to an events source; a config with a ``classifier`` section runs the
-    classifier stage only; a ``ratings`` config runs :data:`RATINGS_STAGES`, a ``texts`` config
-    :data:`TEXT_STAGES`; every other config runs the segmentation stages.
+
+def plan_stages(config: SeglakeConfig, stages: list[str] | None = None) -> list[str]:
+    """The stages to run, in pipeline order: ``stages`` (default: all the config supports).
+
+    Raises
+    ------
+    SeglakeError
+        For an unknown stage name or a stage the config's source does not support.
     """
-    if config.classifier is not None:
-        return list(CLASSIFIER_STAGES)
-    if config.ratings is not None:
-        return list(RATINGS_STAGES)
-    if config.texts is not None:
-        return list(TEXT_STAGES)
-    return [s for s in STAGES
-            if s not in CLASSIFIER_STAGES and s not in RATINGS_ONLY and s not in TEXT_ONLY
-            and (config.events is not None or s not in EVENTS_ONLY)]
+    supported = stages_for(config)
+    wanted = stages or supported
+    known = known_stages()
+    unknown = [s for s in wanted if s not in known]
+    if unknown:
+        raise SeglakeError(f"--stages: unknown stage(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    unsupported = [s for s in wanted if s not in supported]
+    if unsupported:
+        raise SeglakeError(
+            f"{config.source_file}: stage(s) {', '.join(unsupported)} do not apply to this config "
+            f"(it supports: {', '.join(supported)})"
+        )
+    return [s for s in supported if s in wanted]
+
+
+def missing_input(planned: list[Stage], exists: Callable[[str], bool]) -> tuple[Stage, str] | None:
+    """The first (stage, table) of the plan whose input neither exists nor is written by an earlier
+    planned stage; None when every input is there.
+
+    >>> sweep = Stage("sweep", "m:f", reads=("silver/entities",), writes=("gold/sweep",))
+    >>> segment = Stage("segment", "m:f", reads=("gold/sweep",))
+    >>> missing_input([sweep, segment], lambda table: table == "silver/entities") is None
+    True
+    >>> stage, table = missing_input([segment], lambda table: False)
+    >>> stage.name, table
+    ('segment', 'gold/sweep')
+    """
+    written: set[str] = set()
+    for stage in planned:
+        for table in stage.reads:
+            if not any(c in written or exists(c) for c in table.split("|")):
+                return stage, table
+        written.update(stage.writes)
+    return None
+
+
+def check_inputs(spark: SparkSession, config: SeglakeConfig, names: list[str], run_id: str) -> None:
+    """Fail before any Spark job when a planned stage would read a table nothing provides.
+
+    Raises
+    ------
+    SeglakeError
+        One line naming the stage, the missing table and the stage that writes it.
+    """
+    from seglake.core.artifacts import path_exists
+    from seglake.core.tables import Tables, delta_exists
+
+    tables, pipeline = Tables.of(config), pipeline_for(config)
+
+    def exists(table: str) -> bool:
+        layer, _, name = table.partition("/")
+        if layer == "models":
+            return path_exists(spark, f"{tables.models(run_id)}/{name}")
+        return delta_exists(spark, tables.path(layer, name))
+
+    found = missing_input([s for s in pipeline if s.name in names], exists)
+    if found is None:
+        return
+    stage, table = found
+    choices = table.split("|")
+    writers = [s.name for s in pipeline if any(c in s.writes for c in choices)]
+    hint = (f"run the '{writers[0]}' stage first" if writers
+            else "this pipeline does not write it")
+    raise SeglakeError(f"{config.source_file}: stage '{stage.name}' of run {run_id} reads "
+                       f"{' or '.join(choices)} under {tables.root}, which does not exist: {hint}")
 
 
 def default_run_id() -> str:
@@ -102,36 +198,17 @@ def run_stages(
     list of StageResult
     """
     run_id = check_run_id(run_id or default_run_id())
+    names = plan_stages(config, stages)
+    check_inputs(spark, config, names, run_id)
+    by_name = {s.name: s for s in pipeline_for(config)}
     results = []
-    for name in plan_stages(config, stages):
+    for name in names:
         echo(f"[{name}] start: {config.name}, run {run_id}")
         started = time.monotonic()
-        result = stage_function(name)(spark, config, run_id)
+        result = by_name[name].load()(spark, config, run_id)
         result.seconds = time.monotonic() - started
         echo(result.line())
         results.append(result)
         if on_stage is not None:
             on_stage(result)
     return results
-
-
-def plan_stages(config: SeglakeConfig, stages: list[str] | None = None) -> list[str]:
-    """The stages to run, in pipeline order: ``stages`` (default: all the config supports).
-
-    Raises
-    ------
-    SeglakeError
-        For an unknown stage name or a stage the config's source does not support.
-    """
-    supported = stages_for(config)
-    wanted = stages or supported
-    unknown = [s for s in wanted if s not in STAGES]
-    if unknown:
-        raise SeglakeError(f"--stages: unknown stage(s) {', '.join(unknown)}; known: {', '.join(STAGES)}")
-    unsupported = [s for s in wanted if s not in supported]
-    if unsupported:
-        raise SeglakeError(
-            f"{config.source_file}: stage(s) {', '.join(unsupported)} do not apply to this config "
-            f"(it supports: {', '.join(supported)})"
-        )
-    return [s for s in STAGES if s in wanted]

@@ -1,9 +1,10 @@
-"""The one module that knows where tables live and how they are written.
+"""The catalog: the one module that knows where tables live and reads and writes Delta.
 
 Layout: ``<lakehouse>/<name>/<layer>/<table>`` with layers ``bronze``, ``silver``, ``gold``, plus
-``models/<run_id>/`` and ``reports/<run_id>/``. Every gold write is keyed by ``run_id`` with Delta's
-``replaceWhere``: a re-run replaces its own rows atomically and never duplicates them, and a killed
-write leaves the previous version readable.
+``models/<run_id>/`` (written by :mod:`seglake.core.artifacts`) and ``reports/<run_id>/``. Every gold
+write is keyed by ``run_id`` with Delta's ``replaceWhere``: a re-run replaces its own rows atomically
+and never duplicates them, and a killed write leaves the previous version readable. Stage bodies
+never call ``spark.read`` or ``DataFrame.write`` on a table themselves: they call the functions here.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import random
 import re
 import time
+from datetime import datetime, timezone
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +30,11 @@ from delta.exceptions import (
 )
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from seglake.core.config import SeglakeConfig, check_run_id
-from seglake.core.errors import SeglakeError
+from seglake.core.errors import SeglakeError, first_line
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,14 @@ class Tables:
     def entities(self) -> str:
         return self.path("silver", "entities")
 
+    def bronze(self, table: str) -> str:
+        """A bronze table: events, quarantine, ingest_log, ratings, users, items, ..."""
+        return self.path("bronze", table)
+
+    def silver(self, table: str) -> str:
+        """A silver table: entities, rejected."""
+        return self.path("silver", table)
+
     def gold(self, table: str) -> str:
         """A gold table: sweep, segments, profiles, runs, explanations, ..."""
         return self.path("gold", table)
@@ -77,6 +89,24 @@ class Tables:
     def models(self, run_id: str) -> str:
         """Folder of a run's fitted models and manifest."""
         return f"{self.root}/models/{check_run_id(run_id)}"
+
+    def report(self, run_id: str) -> Path:
+        """Where a run's report is written: a local path (reports are read by people, not Spark).
+
+        >>> str(Tables("/tmp/lake", "users").report("r1"))
+        '/tmp/lake/users/reports/r1/index.html'
+        >>> str(Tables("file:///tmp/lake", "users").report("r1"))
+        '/tmp/lake/users/reports/r1/index.html'
+        """
+        root = self.lakehouse
+        if "://" in root or root.startswith(("dbfs:", "file:")):
+            root = root.split(":", 1)[1].lstrip("/") if root.startswith("file:") else ""
+            if not root:
+                raise SeglakeError(f"lakehouse {self.lakehouse} is not a local folder; reports are "
+                                   "written locally — run the report from a machine with the "
+                                   "lakehouse mounted")
+            root = "/" + root
+        return Path(root) / self.name / "reports" / check_run_id(run_id) / "index.html"
 
 
 def delta_exists(spark: SparkSession, path: str) -> bool:
@@ -89,6 +119,36 @@ def read_delta(spark: SparkSession, path: str, produced_by: str) -> DataFrame:
     if not delta_exists(spark, path):
         raise SeglakeError(f"no Delta table at {path}: run the '{produced_by}' stage first")
     return spark.read.format("delta").load(path)
+
+
+def read_run(spark: SparkSession, path: str, run_id: str, produced_by: str | None = None) -> DataFrame | None:
+    """One run's rows of a run-keyed table.
+
+    With ``produced_by``, a missing table or a run without rows is a :class:`SeglakeError` naming
+    the stage to run; without it (an optional input, e.g. for a report section) both give ``None``.
+    """
+    if not delta_exists(spark, path):
+        if produced_by is None:
+            return None
+        raise SeglakeError(f"no Delta table at {path}: run the '{produced_by}' stage first")
+    rows = spark.read.format("delta").load(path).where(F.col("run_id") == run_id)
+    if rows.limit(1).count():
+        return rows
+    if produced_by is None:
+        return None
+    raise SeglakeError(f"{path} has no rows for run {run_id}: run the '{produced_by}' stage first")
+
+
+def read_version(spark: SparkSession, path: str, version: int) -> DataFrame:
+    """A Delta table as of ``version`` (time travel), resolved now so a vacuumed version fails here."""
+    frame = spark.read.format("delta").option("versionAsOf", version).load(path)
+    frame.schema  # noqa: B018 — resolves the snapshot
+    return frame
+
+
+def latest_version(spark: SparkSession, path: str) -> int:
+    """The table's current version number (to pin later reads to the same snapshot)."""
+    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
 
 
 def write_run(
@@ -112,6 +172,74 @@ def write_run(
     retry_conflicts(write, path)
 
 
+# Characters Delta refuses in column names unless the table uses column mapping.
+DELTA_RESERVED = re.compile(r"[ ,;{}()\n\t=]")
+COLUMN_MAPPING = {"delta.columnMapping.mode": "name", "delta.minReaderVersion": "2",
+                  "delta.minWriterVersion": "5"}
+
+
+def overwrite_table(frame: DataFrame, path: str, run_id: str) -> None:
+    """Replace a whole (bronze or silver) table in one atomic commit: the current state, not a history.
+
+    The schema follows the frame (the config may have changed); the commit's ``userMetadata`` names
+    the run. Column names Delta only stores with column mapping (the seed's
+    ``Creative_activity_(daily)``) switch it on, upgrading an existing table in place first. A
+    concurrent run that overwrites first wrote from the same input, so writing again is safe.
+    """
+    writer = (frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+              .option("userMetadata", f"seglake run_id={run_id}"))
+    if any(DELTA_RESERVED.search(name) for name in frame.columns):
+        spark = frame.sparkSession
+        existing = delta_exists(spark, path) and DeltaTable.forPath(spark, path).detail().first()
+        if existing and "delta.columnMapping.mode" not in existing.properties:
+            spark.sql(f"ALTER TABLE delta.`{path.replace('`', '``')}` SET TBLPROPERTIES ("
+                      + ", ".join(f"'{k}' = '{v}'" for k, v in COLUMN_MAPPING.items()) + ")")
+        writer = writer.options(**COLUMN_MAPPING)
+    retry_conflicts(lambda: writer.save(path), path)
+
+
+def create_empty(frame: DataFrame, path: str) -> None:
+    """Create the Delta table at ``path`` with ``frame``'s schema unless it exists (or another
+    writer created it meanwhile: then its creation conflict is not an error)."""
+    spark = frame.sparkSession
+    if delta_exists(spark, path):
+        return
+    try:
+        DeltaTable.createIfNotExists(spark).location(path).addColumns(frame.schema).execute()
+    except Exception:
+        if not delta_exists(spark, path):
+            raise
+
+
+def replace_rows(frame: DataFrame, path: str, predicate: str) -> None:
+    """Replace the rows matching ``predicate`` (SQL text) with ``frame``, in one commit.
+
+    The table is created empty first because two blind appends into an empty folder can both land;
+    a ``replaceWhere`` reads the rows it replaces, so the later of two racing commits conflicts and
+    is retried, giving the rows a lone writer would have.
+    """
+    writer = frame.write.format("delta")
+
+    def write() -> None:
+        create_empty(frame, path)
+        writer.mode("overwrite").option("replaceWhere", predicate).save(path)
+
+    retry_conflicts(write, path)
+
+
+def upsert(frame: DataFrame, path: str, keys: list[str]) -> None:
+    """MERGE ``frame`` into ``path`` on ``keys``: matched rows updated, new ones inserted."""
+    spark = frame.sparkSession
+    condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+
+    def write() -> None:
+        create_empty(frame, path)  # a MERGE reads the table: concurrent ones conflict and retry
+        (DeltaTable.forPath(spark, path).alias("t").merge(frame.alias("s"), condition)
+         .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+
+    retry_conflicts(write, path)
+
+
 # Delta's optimistic concurrency: a commit that loses a race raises one of these. The Python classes
 # do not share a base class, hence the list.
 CONFLICTS = (
@@ -122,7 +250,7 @@ CONFLICTS = (
 CONFLICT_ATTEMPTS = 5
 _CONFLICT_NAMES = {cls.__name__ for cls in CONFLICTS}
 
-T = TypeVar("T")
+Result = TypeVar("Result")
 
 
 def is_conflict(err: BaseException) -> bool:
@@ -140,7 +268,7 @@ def is_conflict(err: BaseException) -> bool:
     return False
 
 
-def retry_conflicts(write: Callable[[], T], path: str, attempts: int = CONFLICT_ATTEMPTS) -> T:
+def retry_conflicts(write: Callable[[], Result], path: str, attempts: int = CONFLICT_ATTEMPTS) -> Result:
     """Run an idempotent Delta write, again after a lost commit race, at most ``attempts`` times.
 
     Two runs writing one lakehouse at once (two run ids, or two ingests of the same new files) race
@@ -176,40 +304,99 @@ def sql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-# Small files (manifests, model JSON, metrics) next to the tables: local paths directly, any other
-# Hadoop-compatible URI through the Hadoop file system, so the same call works on a cluster.
+RUN_COLUMNS = (
+    "run_id string, stage string, use_case string, config_hash string, rows_in long, rows_out long, "
+    "kept_fraction double, chosen_k int, reason string, recorded_at timestamp"
+)
 
 
-def _local(uri: str) -> Path | None:
-    if uri.startswith("file:"):
-        return Path(re.sub(r"^file:(//)?", "", uri))
-    return None if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*:", uri) else Path(uri)
+def record_run(
+    spark: SparkSession,
+    config: SeglakeConfig,
+    run_id: str,
+    stage: str,
+    rows_in: int,
+    rows_out: int,
+    kept_fraction: float | None = None,
+    chosen_k: int | None = None,
+    reason: str | None = None,
+) -> None:
+    """Upsert this stage's row of ``gold/runs`` (one row per ``run_id`` and ``stage``).
+
+    Columns: ``run_id``, ``stage``, ``use_case`` (config name), ``config_hash``, ``rows_in``,
+    ``rows_out`` (entities in and rows written by the stage), ``kept_fraction`` (share of entities
+    passing the filter), ``chosen_k`` and ``reason`` (the one-line choice of k), ``recorded_at``.
+    A column that does not apply to a stage is null.
+
+    ``write_run`` replaces a whole run, so the run's rows of other stages (a few, one per stage)
+    are read back and written again with this one: re-running a stage replaces only its own row.
+    """
+    path = Tables.of(config).gold("runs")
+    others = []
+    existing = read_run(spark, path, run_id)
+    if existing is not None:
+        others = (existing.where(F.col("stage") != stage)
+                  .select(*[c.split()[0] for c in RUN_COLUMNS.split(", ")]).collect())
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    row = (run_id, stage, config.name, config.config_hash, int(rows_in), int(rows_out),
+           None if kept_fraction is None else float(kept_fraction),
+           None if chosen_k is None else int(chosen_k), reason, now)
+    write_run(spark.createDataFrame([*map(tuple, others), row], RUN_COLUMNS), path, run_id)
 
 
-def put_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
-    """Write ``data`` to ``uri`` (a local path or any Hadoop-compatible URI), replacing it."""
-    local = _local(uri)
-    if local is not None:
-        local.parent.mkdir(parents=True, exist_ok=True)
-        local.write_bytes(data)
-        return
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    stream = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).create(path, True)
+CORRUPT = "_corrupt_record"
+
+
+def read_source(
+    spark: SparkSession,
+    path: str,
+    fmt: str,
+    options: dict[str, str],
+    key: str,
+    *,
+    as_text: bool = False,
+    corrupt: bool = False,
+) -> DataFrame:
+    """Read a user's input (CSV, JSON lines, Parquet or Delta; file, folder or glob) as a DataFrame.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    path, fmt, options :
+        Where, in which format, and the Spark reader options (already merged with the caller's
+        defaults, e.g. ``header``).
+    key : str
+        The config key that named the input (``entities.path``), for the one-line error.
+    as_text : bool
+        Every column as a string, so that a value of the wrong type becomes a quarantined row with
+        a reason instead of a failed job or a silent null (CSV/JSON are read with a text schema;
+        typed formats are cast).
+    corrupt : bool
+        Add ``_corrupt_record``: for CSV/JSON, a line Spark cannot split into the header's columns
+        is kept whole there (``PERMISSIVE`` mode); for typed formats it is null.
+
+    Raises
+    ------
+    SeglakeError
+        The input cannot be read; the message names ``key``, the path and Spark's first line.
+    """
     try:
-        stream.write(bytearray(data))
-    finally:
-        stream.close()
-
-
-def get_bytes(spark: SparkSession, uri: str) -> bytes:
-    """Read the whole file at ``uri``; a missing file is a :class:`SeglakeError`."""
-    local = _local(uri)
-    if local is not None:
-        if not local.is_file():
-            raise SeglakeError(f"model file not found: {uri}")
-        return local.read_bytes()
-    rows = spark.read.format("binaryFile").load(uri).select("content").head(1)
-    if not rows:
-        raise SeglakeError(f"model file not found: {uri}")
-    return bytes(rows[0][0])
+        if fmt in ("csv", "json") and (as_text or corrupt):
+            reader = spark.read.options(**options)
+            header = (reader.csv(path) if fmt == "csv" else reader.json(path)).columns
+            header = [c for c in header if c != CORRUPT]
+            fields = [T.StructField(c, T.StringType()) for c in header]
+            if corrupt:
+                fields.append(T.StructField(CORRUPT, T.StringType()))
+            reader = spark.read.schema(T.StructType(fields)).options(**options).option("mode", "PERMISSIVE")
+            if corrupt:
+                reader = reader.option("columnNameOfCorruptRecord", CORRUPT)
+            return reader.csv(path) if fmt == "csv" else reader.json(path)
+        frame = spark.read.format(fmt).options(**options).load(path)
+        if as_text:
+            frame = frame.select(*[frame[c].cast("string").alias(c) for c in frame.columns])
+        if corrupt:
+            frame = frame.withColumn(CORRUPT, F.lit(None).cast("string"))
+        return frame
+    except Exception as err:  # Spark reader errors are Java stack traces: keep the first line
+        raise SeglakeError(f"{key}: could not read {path} as {fmt}: {first_line(err)}") from err

@@ -36,21 +36,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from seglake.core.config import SeglakeConfig, check_run_id
 from seglake.core.errors import SeglakeError
-from seglake.core.pipeline import STAGES, default_run_id, plan_stages, run_stages
+from seglake.core.pipeline import default_run_id, plan_stages, run_stages, stages_for
 from seglake.core.stages import StageResult
-from seglake.core.tables import Tables, delta_exists
+from seglake.core.tables import Tables, read_run
 
 # Open-source MLflow takes 6000-character param values, Databricks fewer: 500 is safe for both, and
 # the untruncated config is logged as config/config.json anyway.
 PARAM_VALUE_LIMIT = 500
 TAG_RUN_ID = "seglake.run_id"
 TAG_USE_CASE = "seglake.use_case"
-TAG_STAGES = "seglake.core.stages"
+TAG_STAGES = "seglake.stages"
 MODEL_STAGES = {"sweep", "segment", "density", "explain", "classify", "assign"}
 SWEEP_METRICS = ["wssse", "sse", "silhouette", "silhouette_exact", "min_cluster_share", "seconds"]
 QUALITY_METRICS = ["population", "sample_rows", "clusters", "noise_share", "stability_ari",
@@ -259,7 +259,7 @@ def _log_run(spark, config, run_id, client, experiment_id, target, planned, fini
         raise _logging_error(target, run_id, err) from err
     earlier = {s for run in previous for s in run.data.tags.get(TAG_STAGES, "").split(",") if s}
     ran = dict(zip(planned, finished))  # stage name → result, for the stages that finished
-    recorded = [s for s in STAGES if s in earlier or s in ran]
+    recorded = [s for s in stages_for(config) if s in earlier or s in ran]
     record = collect(spark, config, run_id, recorded, ran, echo)
     if previous:  # stages not re-run keep the seconds and rows they were recorded with
         for key, value in previous[0].data.metrics.items():
@@ -330,12 +330,6 @@ def flat_params(config: SeglakeConfig) -> dict[str, str]:
     return params
 
 
-def _run_rows(spark: SparkSession, path: str, run_id: str) -> DataFrame | None:
-    if not delta_exists(spark, path):
-        return None
-    return spark.read.format("delta").load(path).where(F.col("run_id") == run_id)
-
-
 def collect(
     spark: SparkSession,
     config: SeglakeConfig,
@@ -359,28 +353,28 @@ def collect(
         record.metric(f"stage.{name}.rows_in", result.rows_in)
         record.metric(f"stage.{name}.rows_out", result.rows_out)
 
-    if "sweep" in recorded and (rows := _run_rows(spark, tables.gold("sweep"), run_id)) is not None:
+    if "sweep" in recorded and (rows := read_run(spark, tables.gold("sweep"), run_id)) is not None:
         for row in rows.collect():  # one row per k
             for name in SWEEP_METRICS:
                 record.metric(f"sweep.{name}", row[name], row["k"])
             if row["chosen"]:
                 record.metric("sweep.chosen_k", row["k"])
                 record.tags["seglake.k_reason"] = row["reason"][:5000]
-        runs = _run_rows(spark, tables.gold("runs"), run_id)
+        runs = read_run(spark, tables.gold("runs"), run_id)
         if runs is not None:
             for row in runs.where(F.col("stage") == "sweep").select("kept_fraction").collect():
                 record.metric("sweep.kept_fraction", row[0])
-    if "segment" in recorded and (rows := _run_rows(spark, tables.gold("profiles"), run_id)) is not None:
+    if "segment" in recorded and (rows := read_run(spark, tables.gold("profiles"), run_id)) is not None:
         for row in rows.select("segment", "size", "share").distinct().collect():
             record.metric("segment.size", row["size"], row["segment"])
             record.metric("segment.share", row["share"], row["segment"])
-    if "density" in recorded and (rows := _run_rows(spark, tables.gold("cluster_quality"), run_id)) is not None:
+    if "density" in recorded and (rows := read_run(spark, tables.gold("cluster_quality"), run_id)) is not None:
         for row in rows.collect():  # one row per group
             for name in QUALITY_METRICS:
                 record.metric(f"density.{name}", row[name], row["group"])
     if "explain" in recorded:
         _explain_metrics(spark, tables, run_id, record)
-    if "classify" in recorded and (rows := _run_rows(spark, tables.gold("classifier_metrics"), run_id)) is not None:
+    if "classify" in recorded and (rows := read_run(spark, tables.gold("classifier_metrics"), run_id)) is not None:
         for row in rows.collect():  # one row per model and split
             for name in CLASSIFIER_METRICS:
                 record.metric(f"classify.{row['model']}.{row['split']}.{name}", row[name])
@@ -391,7 +385,7 @@ def collect(
 
 
 def _explain_metrics(spark: SparkSession, tables: Tables, run_id: str, record: Record) -> None:
-    rows = _run_rows(spark, tables.gold("explanations"), run_id)
+    rows = read_run(spark, tables.gold("explanations"), run_id)
     if rows is not None:
         targets = rows.select("kind", "target", "precision", "recall", "f1").distinct().collect()
         for kind in sorted({row["kind"] for row in targets}):
@@ -403,7 +397,7 @@ def _explain_metrics(spark: SparkSession, tables: Tables, run_id: str, record: R
             f1 = [row["f1"] for row in scores if row["f1"] is not None]
             if f1:
                 record.metric(f"explain.{kind}.macro_f1", sum(f1) / len(f1))
-    descriptions = _run_rows(spark, tables.gold("descriptions"), run_id)
+    descriptions = read_run(spark, tables.gold("descriptions"), run_id)
     if descriptions is not None:
         record.tables["tables/descriptions.json"] = (
             descriptions.drop("run_id").orderBy("kind", "target").toPandas())
@@ -411,8 +405,6 @@ def _explain_metrics(spark: SparkSession, tables: Tables, run_id: str, record: R
 
 def _artifacts(config: SeglakeConfig, run_id: str, recorded: list[str], record: Record,
                echo: Callable[[str], None]) -> None:
-    from seglake.report import report_path
-
     models = _local_folder(Tables.of(config).models(run_id))
     wanted_models = any(s in MODEL_STAGES for s in recorded)
     if wanted_models and models is None:
@@ -422,7 +414,7 @@ def _artifacts(config: SeglakeConfig, run_id: str, recorded: list[str], record: 
         record.files.append((models, "models"))
     if "report" in recorded:
         try:
-            page = report_path(config, run_id)
+            page = Tables.of(config).report(run_id)
         except SeglakeError:
             echo(f"[tracking] report of run {run_id} not logged: lakehouse is not a local folder")
         else:

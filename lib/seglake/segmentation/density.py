@@ -3,7 +3,8 @@
 Steps of :func:`density` (config section ``density``):
 
 1. Groups: the whole population (``group_by: none``, group 0) or each KMeans segment of this run
-   (``group_by: segment``, read from ``gold/segments``; entities without a segment are left out).
+   (``group_by: segment``: the entities the sweep kept, labelled by the clustering model it saved;
+   the others are left out).
 2. A stratified random sample of at most ``sample_size`` rows in total: the budget is shared
    equally between groups, a group smaller than its share is taken whole and its unused share goes
    to the others. Rows are chosen by a hash of ``(seed, entity_id)``, so the same table and seed
@@ -26,10 +27,10 @@ Steps of :func:`density` (config section ``density``):
 Writes ``gold/clusters`` (one row per entity; sampled rows keep their HDBSCAN label, membership
 strength and ``x, y``; the others get the surrogate's label and class probability, ``x, y`` null),
 ``gold/cluster_quality`` (one row per group) and ``models/<run_id>/surrogate*.json`` with
-``manifest-density.json``; the run's ``gold/segments`` rows get the same ``cluster``,
-``cluster_probability``, ``x``, ``y`` (:func:`fill_segments`). Sorting each group by
-``entity_id`` before UMAP makes the labels depend
-only on the data and seeds, not on shuffle order.
+``manifest-density.json`` (which records the checksum of the sweep's clustering model, so that the
+segment stage joins these clusters into ``gold/segments`` only for the sweep they were made on).
+Sorting each group by ``entity_id`` before UMAP makes the labels depend only on the data and seeds,
+not on shuffle order.
 """
 
 from __future__ import annotations
@@ -51,11 +52,20 @@ from pyspark.sql import types as T
 from seglake.core.config import DensityConfig, SeglakeConfig
 from seglake.core.errors import SeglakeError
 from seglake.core.stages import StageResult
-from seglake.segmentation.surrogate import NOISE, SURROGATE_SCHEMA, assign, fit_surrogate, save_with_manifest
-from seglake.core.tables import Tables, delta_exists, read_delta, sql_string, write_run
+from seglake.core.artifacts import (
+    CLUSTERING,
+    DENSITY_MANIFEST,
+    MANIFEST as RUN_MANIFEST,
+    path_exists,
+    read_manifest,
+    write_manifest,
+)
+from seglake.core.tables import Tables, read_delta, write_run
+from seglake.segmentation.segment import kept_entities, label_segments, load_swept
+from seglake.segmentation.surrogate import NOISE, SURROGATE_SCHEMA, assign, fit_surrogate
 
 GROUP_STRIDE = 1000
-MANIFEST = "manifest-density.json"
+MANIFEST = DENSITY_MANIFEST
 NUMERIC = (T.DoubleType, T.FloatType, T.IntegerType, T.LongType, T.ShortType, T.DecimalType)
 QUALITY_SCHEMA = ("run_id string, group int, population long, sample_rows long, clusters long, "
                   "noise_share double, stability_ari double, fit_seconds double, fidelity double, "
@@ -150,15 +160,10 @@ def grouped_population(
                *[F.col(f).cast("double").alias(f) for f in features]]
     if config.density.group_by == "none":
         return entities.select(*columns, F.lit(0).alias("group"))
-    path = Tables.of(config).gold("segments")
-    if not delta_exists(spark, path):
-        raise SeglakeError(f"density.group_by is 'segment' but there is no {path}: "
-                           f"run the segment stage for run {run_id} first")
-    segments = (spark.read.format("delta").load(path).where(f"run_id = {sql_string(run_id)}")
-                .select(F.col("entity_id").cast("string").alias("entity_id"),
-                        F.col("segment").cast("int").alias("group")))
-    if not segments.limit(1).count():
-        raise SeglakeError(f"{path} has no rows for run {run_id}: run the segment stage first")
+    tables = Tables.of(config)
+    swept = load_swept(spark, tables, run_id)
+    segments = label_segments(kept_entities(spark, tables, swept), swept).select(
+        F.col("entity_id").cast("string").alias("entity_id"), F.col("segment").cast("int").alias("group"))
     return entities.select(*columns).join(segments, "entity_id")
 
 
@@ -331,15 +336,16 @@ def density(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
         seconds["surrogate"] = time.monotonic() - started - seconds["sample_and_cluster"]
         quality = _quality(labelled, surrogates, counts)
         files, models, listed = _model_files(surrogates, settings.group_by)
-        manifest = save_with_manifest(
-            spark, tables.models(run_id), files, MANIFEST,
+        manifest = write_manifest(
+            spark, tables.models(run_id),
             {"features": features, "group_by": settings.group_by, "models": listed,
              "groups": {str(g): classes for g, (_, classes) in models.items()},
-             "settings": settings.model_dump()})
+             "settings": settings.model_dump(),
+             "sweep_clustering_sha256": _sweep_checksum(spark, tables, run_id)},
+            files=files, manifest=MANIFEST)
         assign_started = time.monotonic()
         clusters = label_population(assign(population, models, features), labelled, run_id)
         write_run(clusters, tables.gold("clusters"), run_id)
-        fill_segments(spark, tables, run_id)
         seconds["assign_and_write"] = time.monotonic() - assign_started
         quality_rows = quality.assign(run_id=run_id)[[c.split()[0] for c in QUALITY_SCHEMA.split(", ")]]
         write_run(spark.createDataFrame(quality_rows, QUALITY_SCHEMA), tables.gold("cluster_quality"), run_id)
@@ -353,26 +359,12 @@ def density(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
         message=_summary(quality, sampled_rows))
 
 
-def fill_segments(spark: SparkSession, tables: Tables, run_id: str) -> None:
-    """Copy the run's ``cluster``, ``cluster_probability``, ``x``, ``y`` into its ``gold/segments`` rows.
-
-    A Delta MERGE limited to the run's partition: rows of other runs are not rewritten, entities the
-    segment stage did not label (filtered out) stay absent, and the columns are added to a table
-    written before they existed (schema evolution). Nothing to do when the run has no segments.
-    """
-    from delta.tables import DeltaTable
-
-    path = tables.gold("segments")
-    if not delta_exists(spark, path):
-        return
-    run = sql_string(run_id)
-    clusters = (spark.read.format("delta").load(tables.gold("clusters")).where(f"run_id = {run}")
-                .select("run_id", "entity_id", "cluster", "cluster_probability", "x", "y"))
-    (DeltaTable.forPath(spark, path).alias("s")
-     .merge(clusters.alias("c"), f"s.run_id = {run} AND s.entity_id = c.entity_id")
-     .withSchemaEvolution()
-     .whenMatchedUpdate(set={c: f"c.{c}" for c in ("cluster", "cluster_probability", "x", "y")})
-     .execute())
+def _sweep_checksum(spark: SparkSession, tables: Tables, run_id: str) -> str | None:
+    """The checksum of the run's saved clustering model (None before any sweep of the run)."""
+    folder = tables.models(run_id)
+    if not path_exists(spark, f"{folder}/{RUN_MANIFEST}"):
+        return None
+    return read_manifest(spark, folder)["files"].get(CLUSTERING)
 
 
 def label_population(assigned: DataFrame, labelled: DataFrame, run_id: str) -> DataFrame:

@@ -42,10 +42,11 @@ from seglake.core.config import ExplainConfig, SeglakeConfig
 from seglake.segmentation.density import feature_columns, stratified_sample
 from seglake.core.errors import SeglakeError
 from seglake.core.stages import StageResult
-from seglake.segmentation.surrogate import NOISE, save_with_manifest, train_test_indices
-from seglake.core.tables import Tables, delta_exists, read_delta, sql_string, write_run
+from seglake.core.artifacts import EXPLAIN_MANIFEST, write_manifest
+from seglake.segmentation.surrogate import NOISE, train_test_indices
+from seglake.core.tables import Tables, read_delta, read_run, write_run
 
-MANIFEST = "manifest-explain.json"
+MANIFEST = EXPLAIN_MANIFEST
 TARGET_SCHEMA = T.StructType([
     T.StructField("kind", T.StringType()), T.StructField("target", T.IntegerType()),
     T.StructField("precision", T.DoubleType()), T.StructField("recall", T.DoubleType()),
@@ -225,13 +226,10 @@ def _run_labels(spark: SparkSession, tables: Tables, run_id: str) -> tuple[DataF
     """``entity_id`` with ``cluster`` and/or ``segment`` of this run, and which kinds exist."""
     labels, kinds = None, []
     for kind, table in (("cluster", "clusters"), ("segment", "segments")):
-        path = tables.gold(table)
-        if not delta_exists(spark, path):
+        found = read_run(spark, tables.gold(table), run_id)
+        if found is None:
             continue
-        rows = (spark.read.format("delta").load(path).where(f"run_id = {sql_string(run_id)}")
-                .select(F.col("entity_id").cast("string"), F.col(kind).cast("int")))
-        if not rows.limit(1).count():
-            continue
+        rows = found.select(F.col("entity_id").cast("string"), F.col(kind).cast("int"))
         kinds.append(kind)
         labels = rows if labels is None else labels.join(rows, "entity_id", "full")
     return labels, kinds
@@ -336,8 +334,9 @@ def explain(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
     overall = profiles.loc[profiles["kind"] == "overall", features].iloc[0].astype("float64").to_dict()
     descriptions = describe(ranked, medians, overall, settings.top_features, settings.noun)
     files = {f"explain/{r.kind}-{r.target}.json": bytes(r.model) for r in targets.itertuples()}
-    manifest = save_with_manifest(spark, tables.models(run_id), files, MANIFEST,
-                                  {"features": features, "settings": settings.model_dump()})
+    manifest = write_manifest(spark, tables.models(run_id),
+                              {"features": features, "settings": settings.model_dump()},
+                              files=files, manifest=MANIFEST)
     write_run(_frame(spark, ranked, run_id, EXPLANATIONS_SCHEMA), tables.gold("explanations"), run_id)
     write_run(_frame(spark, descriptions, run_id, DESCRIPTIONS_SCHEMA), tables.gold("descriptions"),
               run_id)

@@ -21,10 +21,8 @@ the reason, so input rows always equal entities plus rejected rows.
 
 from __future__ import annotations
 
-import re
 import time
 
-from delta.tables import DeltaTable
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -35,17 +33,12 @@ from seglake.core.config import (
 )
 from seglake.core.errors import SeglakeError
 from seglake.core.stages import StageResult
-from seglake.core.tables import Tables, delta_exists, read_delta, retry_conflicts
+from seglake.core.tables import CORRUPT, Tables, overwrite_table, read_delta, read_source
 
 ENTITY_ID = "entity_id"
 SECONDS_PER_DAY = 86_400
 PLAIN_AGGS = {"count", "sum", "mean", "min", "max"}
 DISTINCT_AGGS = {"count_distinct", "active_days"}
-CORRUPT = "_corrupt_record"
-# Characters Delta refuses in column names unless the table uses column mapping.
-DELTA_RESERVED = re.compile(r"[ ,;{}()\n\t=]")
-COLUMN_MAPPING = {"delta.columnMapping.mode": "name", "delta.minReaderVersion": "2",
-                  "delta.minWriterVersion": "5"}
 _NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
 _TIME = (T.TimestampType, T.TimestampNTZType, T.DateType)
 
@@ -186,11 +179,11 @@ def _from_events(spark: SparkSession, config: SeglakeConfig, run_id: str) -> Sta
     tables = Tables.of(config)
     events = read_delta(spark, tables.events, "ingest")
     entities = aggregate_features(events, config.features)
-    _overwrite(entities, tables.entities, run_id)
+    overwrite_table(entities, tables.entities, run_id)
     counts = events.agg(F.count(F.lit(1)).alias("rows"),
                         F.count(_col(config.features.entity)).alias("named")).first()
     rows_in, no_entity = counts.rows, counts.rows - counts.named
-    rows_out = spark.read.format("delta").load(tables.entities).count()
+    rows_out = read_delta(spark, tables.entities, "features").count()
     method = "approximate (HLL++)" if config.features.approximate_distinct else "exact"
     message = (f"{len(config.features.definitions)} features for {rows_out:,} entities "
                f"({method} distinct counts)")
@@ -209,21 +202,11 @@ def read_entity_table(spark: SparkSession, source: EntitiesSource) -> DataFrame:
     ``"``; ``entities.options`` override them. A CSV line that does not fit the header's columns
     lands in ``_corrupt_record``.
     """
-    try:
-        if source.format == "csv":
-            options = {"header": "true", "multiLine": "true", "escape": '"', **source.options}
-            names = spark.read.options(**options).csv(source.path).columns
-            schema = T.StructType([T.StructField(n, T.StringType()) for n in names]
-                                  + [T.StructField(CORRUPT, T.StringType())])
-            return (spark.read.schema(schema).options(**options).option("mode", "PERMISSIVE")
-                    .option("columnNameOfCorruptRecord", CORRUPT).csv(source.path))
-        if source.format == "parquet":
-            return spark.read.options(**source.options).parquet(source.path)
-        return spark.read.options(**source.options).format("delta").load(source.path)
-    except Exception as err:  # Spark reader errors are Java stack traces: keep the first line
-        text = str(err).strip().splitlines()
-        raise SeglakeError(f"entities.path: could not read {source.path} as {source.format}: "
-                           f"{text[0][:400] if text else type(err).__name__}") from err
+    options = source.options
+    if source.format == "csv":
+        options = {"header": "true", "multiLine": "true", "escape": '"', **source.options}
+    text = source.format == "csv"
+    return read_source(spark, source.path, source.format, options, "entities.path", as_text=text, corrupt=text)
 
 
 def infer_features(table: DataFrame, source: EntitiesSource) -> tuple[list[str], list[str]]:
@@ -350,17 +333,17 @@ def _from_table(spark: SparkSession, config: SeglakeConfig, run_id: str) -> Stag
             *[F.sum(F.col(f"_bad_{i}").cast("long")).alias(f"_bad_{i}") for i in range(len(features))],
         ).collect()
         kept = classified.where(F.col("_reason").isNull())
-        _overwrite(kept.select(ENTITY_ID, *[_col(n) for n in (*features, *source.categorical)]),
+        overwrite_table(kept.select(ENTITY_ID, *[_col(n) for n in (*features, *source.categorical)]),
                    tables.entities, run_id)
         rejected = classified.where(F.col("_reason").isNotNull()).select(
             F.col(ENTITY_ID), F.col("_reason").alias("reason"), F.col("_raw").alias("raw"),
             F.lit(run_id).alias("run_id"))
-        _overwrite(rejected, rejected_path(tables), run_id)
+        overwrite_table(rejected, rejected_path(tables), run_id)
     finally:
         classified.unpersist()
     rows_in = sum(r._rows for r in by_reason)
-    rows_out = spark.read.format("delta").load(tables.entities).count()
-    rejected_rows = spark.read.format("delta").load(rejected_path(tables)).count()
+    rows_out = read_delta(spark, tables.entities, "features").count()
+    rejected_rows = read_delta(spark, rejected_path(tables), "features").count()
     dropped = {r._reason: r._rows for r in sorted(by_reason, key=lambda r: r._reason or "") if r._reason}
     kept_row = next((r for r in by_reason if r._reason is None), None)
     unparseable = {n: kept_row[f"_bad_{i}"] for i, n in enumerate(features)
@@ -383,23 +366,6 @@ def _from_table(spark: SparkSession, config: SeglakeConfig, run_id: str) -> Stag
 def rejected_path(tables: Tables) -> str:
     """``silver/rejected``: entity-table rows left out of ``silver/entities``, with the reason."""
     return tables.path("silver", "rejected")
-
-
-def _overwrite(frame: DataFrame, path: str, run_id: str) -> None:
-    # Whole-table overwrite in one atomic commit; the schema follows the config, which may change.
-    writer = (frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-              .option("userMetadata", f"seglake run_id={run_id}"))
-    if any(DELTA_RESERVED.search(name) for name in frame.columns):
-        # Delta stores names such as the seed's "Creative_activity_(daily)" only with column
-        # mapping; the options set it on a new table, an existing one is upgraded in place first.
-        spark = frame.sparkSession
-        existing = delta_exists(spark, path) and DeltaTable.forPath(spark, path).detail().first()
-        if existing and "delta.columnMapping.mode" not in existing.properties:
-            spark.sql(f"ALTER TABLE delta.`{path.replace('`', '``')}` SET TBLPROPERTIES ("
-                      + ", ".join(f"'{k}' = '{v}'" for k, v in COLUMN_MAPPING.items()) + ")")
-        writer = writer.options(**COLUMN_MAPPING)
-    # A concurrent run may overwrite it first: from the same bronze, so writing again is safe.
-    retry_conflicts(lambda: writer.save(path), path)
 
 
 def build_entities(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResult:

@@ -15,15 +15,14 @@ import re
 import time
 from dataclasses import dataclass
 
-from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from seglake.core.config import EventsSource, SeglakeConfig, require_columns
-from seglake.core.errors import SeglakeError
+from seglake.core.errors import SeglakeError, first_line
 from seglake.core.stages import StageResult
-from seglake.core.tables import Tables, delta_exists, retry_conflicts, sql_string
+from seglake.core.tables import Tables, read_delta, delta_exists, replace_rows, sql_string, upsert
 
 CORRUPT = "_corrupt_record"
 SPARK_TYPES = {
@@ -231,36 +230,14 @@ class Reconciliation:
 def _already_ingested(spark: SparkSession, tables: Tables) -> set[tuple[str, int, int]]:
     if not delta_exists(spark, tables.ingest_log):
         return set()
-    rows = spark.read.format("delta").load(tables.ingest_log).select("file", "size", "modified").collect()
+    rows = read_delta(spark, tables.ingest_log, "ingest").select("file", "size", "modified").collect()
     return {(r.file, r.size, r.modified) for r in rows}  # one row per file: small by construction
 
 
-def _create_empty(frame: DataFrame, path: str) -> None:
-    """Create the Delta table at ``path`` with ``frame``'s schema unless it exists (or another
-    writer created it meanwhile: then its creation conflict is not an error)."""
-    spark = frame.sparkSession
-    if delta_exists(spark, path):
-        return
-    try:
-        DeltaTable.createIfNotExists(spark).location(path).addColumns(frame.schema).execute()
-    except Exception:
-        if not delta_exists(spark, path):
-            raise
-
-
 def _write_replacing_files(frame: DataFrame, path: str, files: list[str]) -> None:
-    writer = frame.write.format("delta")
-
-    def write() -> None:
-        # Keyed by file: a concurrent ingest of the same files that commits first is replaced by
-        # the same rows, never duplicated. The table is created empty first because two blind
-        # appends into an empty folder can both land; a replaceWhere over files reads them, so the
-        # later of two commits conflicts and is retried.
-        _create_empty(frame, path)
-        predicate = f"_ingest_file IN ({', '.join(sql_string(f) for f in files)})"
-        writer.mode("overwrite").option("replaceWhere", predicate).save(path)
-
-    retry_conflicts(write, path)
+    # Keyed by file: a concurrent ingest of the same files that commits first is replaced by the
+    # same rows, never duplicated.
+    replace_rows(frame, path, f"_ingest_file IN ({', '.join(sql_string(f) for f in files)})")
 
 
 def ingest(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResult:
@@ -321,9 +298,9 @@ def ingest(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResu
                            f"{read_failure(err)}") from err
 
     in_files = F.col("_ingest_file").isin(file_uris)
-    bronze = {r._ingest_file: r["count"] for r in spark.read.format("delta").load(tables.events)
+    bronze = {r._ingest_file: r["count"] for r in read_delta(spark, tables.events, "ingest")
               .where(in_files).groupBy("_ingest_file").count().collect()}
-    quarantine = spark.read.format("delta").load(tables.quarantine).where(in_files)
+    quarantine = read_delta(spark, tables.quarantine, "ingest").where(in_files)
     reasons = {
         r.kind: r["count"]
         for r in quarantine.select(F.split("reason", ";")[0].alias("kind")).groupBy("kind").count().collect()
@@ -347,17 +324,7 @@ def _log_files(spark: SparkSession, tables: Tables, new: list[SourceFile], per_f
               "bronze_rows long, quarantined_rows long",
     ).withColumn("ingested_at", F.current_timestamp())
 
-    def write() -> None:
-        _create_empty(log, tables.ingest_log)  # a MERGE reads the log: concurrent ones conflict
-        (
-            DeltaTable.forPath(spark, tables.ingest_log).alias("log")
-            .merge(log.alias("new"), "log.file = new.file")
-            .whenMatchedUpdateAll()
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
-
-    retry_conflicts(write, tables.ingest_log)
+    upsert(log, tables.ingest_log, ["file"])
 
 
 READ_FILE = re.compile(r"Encountered error while reading file (\S+?)\.?\s")
@@ -374,7 +341,7 @@ def read_failure(err: Exception) -> str:
     lines = text.splitlines()
     causes = [i for i, line in enumerate(lines) if CAUSE.match(line)]
     if not causes:
-        return _first_line(err)
+        return first_line(err)
     parts = [CAUSE.match(lines[causes[-1]]).group(1).strip()]
     for line in lines[causes[-1] + 1:]:
         if line.startswith(("\tat ", "\t...", "Caused by")):
@@ -389,8 +356,3 @@ def read_failure(err: Exception) -> str:
         cause = f"{found.group(1)}: {cause}"
     # A header read in the wrong encoding quotes NULs and control bytes: keep the line printable.
     return re.sub(r"[\x00-\x1f\x7f]", "", cause)[:600]
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:400] if text else type(err).__name__

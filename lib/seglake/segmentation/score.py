@@ -36,18 +36,17 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from seglake.core.config import EntitiesSource, FilterConfig, SeglakeConfig, check_run_id, require_columns
-from seglake.segmentation.density import MANIFEST as DENSITY_MANIFEST
 from seglake.segmentation.drift import DRIFT_COLUMNS, drift_rows
-from seglake.core.errors import SeglakeError
+from seglake.core.errors import SeglakeError, first_line
 from seglake.segmentation.features import aggregate_features, prepare_entities, read_entity_table
 from seglake.segmentation.ingest import classify_events, list_files, read_raw
-from seglake.core.artifacts import load_clustering, load_transform, path_exists, read_manifest, record_run
+from seglake.core.artifacts import DENSITY_MANIFEST, path_exists
 from seglake.segmentation.prepare import ENTITY_ID, FEATURES, filter_condition
-from seglake.segmentation.segment import assigned_distance
+from seglake.segmentation.segment import assigned_distance, load_swept
 from seglake.core.stages import StageResult
 from seglake.segmentation.surrogate import predicted_cluster, saved_models
 from seglake.segmentation.sweep import PREDICTION, cluster_centers
-from seglake.core.tables import Tables, delta_exists, sql_string, write_run
+from seglake.core.tables import Tables, read_run, record_run, write_run
 
 SEGMENT_COLUMNS = ["run_id", ENTITY_ID, "segment", "distance", "cluster", "cluster_probability",
                    "x", "y", "model_run", "in_training_filter"]
@@ -88,20 +87,16 @@ def load_scoring_model(spark: SparkSession, tables: Tables, model_run: str) -> S
     Raises
     ------
     SeglakeError
-        The run has no manifest, no clustering model (segment stage not run) or a manifest written
+        The run has no manifest or clustering model (sweep stage not run) or a manifest written
         before scoring existed (no drift bins); a surrogate file fails its sha256 check.
     """
     folder = tables.models(model_run)
-    manifest = read_manifest(spark, folder, model_run)
-    if "clustering" not in manifest:
-        raise SeglakeError(f"model run {model_run} has no clustering model in {folder}: "
-                           f"run the segment stage for run {model_run} first")
+    swept = load_swept(spark, tables, model_run)
+    manifest, transform, clustering = swept.details, swept.transform, swept.clustering
     missing = [key for key in ("drift_bins", "feature_types") if key not in manifest]
     if missing:
         raise SeglakeError(f"{folder}/manifest.json has no {', '.join(missing)}: model run {model_run} "
-                           f"predates scoring; run its sweep and segment stages again")
-    transform = load_transform(spark, folder, model_run)
-    clustering = load_clustering(spark, folder, manifest["clustering"]["algorithm"], model_run)
+                           f"predates scoring; run its sweep stage again")
     surrogates, surrogate_features, group_by = None, [], "none"
     if path_exists(spark, f"{folder}/{DENSITY_MANIFEST}"):
         surrogates, surrogate_features, group_by = saved_models(spark, folder, DENSITY_MANIFEST)
@@ -122,11 +117,6 @@ class Batch:
     rejected_rows: int    # of them, rows sent to quarantine
     unit: str             # "events" or "rows"
     source: Any           # persisted frame to release when done
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:400] if text else type(err).__name__
 
 
 def check_definitions(config: SeglakeConfig, model: ScoringModel) -> None:
@@ -170,7 +160,7 @@ def events_batch(spark: SparkSession, config: SeglakeConfig, path: str) -> Batch
     except SeglakeError:
         raise
     except Exception as err:  # Spark reader errors are Java stack traces: keep the first line
-        raise SeglakeError(f"--input: could not read {path} as {source.format}: {_first_line(err)}") from err
+        raise SeglakeError(f"--input: could not read {path} as {source.format}: {first_line(err)}") from err
     valid = classified.where(F.col("_reason").isNull()).select(*source.columns)
     rejected = classified.where(F.col("_reason").isNotNull()).select(
         F.col("_raw").alias("raw"), F.col("_reason").alias("reason"), F.col("_ingest_file").alias("source"))
@@ -274,9 +264,9 @@ def _check_run_ids(spark: SparkSession, tables: Tables, run_id: str, model_run: 
         raise SeglakeError(f"--run-id {run_id} is the model run: a scoring run needs its own id "
                            f"(it would replace the training run's segments)")
     runs = tables.gold("runs")
-    if delta_exists(spark, runs):
-        stages = {r.stage for r in spark.read.format("delta").load(runs)
-                  .where(f"run_id = {sql_string(run_id)}").select("stage").collect()}
+    recorded = read_run(spark, runs, run_id)
+    if recorded is not None:
+        stages = {r.stage for r in recorded.select("stage").collect()}
         if stages - {"score"}:
             raise SeglakeError(f"--run-id {run_id} is a training run (stages {', '.join(sorted(stages))} "
                                f"in {runs}): choose another id for scoring")
@@ -301,7 +291,7 @@ def score(spark: SparkSession, config: SeglakeConfig, model_run: str, input_path
         The use case: its source type (events or entities) and reader settings, ``features``, and
         ``drift`` thresholds. Tables are written under its ``lakehouse`` and ``name``.
     model_run : str
-        A run whose sweep and segment stages ran (density optional).
+        A run whose sweep stage ran (density optional).
     input_path : str
         File, folder or glob of the batch, in the config's source format.
     run_id : str
@@ -346,11 +336,11 @@ def score(spark: SparkSession, config: SeglakeConfig, model_run: str, input_path
     finally:
         entities.unpersist()
         batch.source.unpersist()
-    run = f"run_id = {sql_string(run_id)}"
-    written = spark.read.format("delta").load(tables.gold("segments")).where(run).agg(
+    written = read_run(spark, tables.gold("segments"), run_id, "score").agg(
         F.count(F.lit(1)).alias("rows"),
         F.sum(F.col("in_training_filter").cast("long")).alias("kept")).first()
-    quarantined = spark.read.format("delta").load(quarantine_path(tables)).where(run).count()
+    rejected = read_run(spark, quarantine_path(tables), run_id)
+    quarantined = 0 if rejected is None else rejected.count()
     in_filter = int(written["kept"] or 0)
     # events: input = valid + quarantined; entity rows: input = entities + quarantined
     reconciled = quarantined == batch.rejected_rows and written["rows"] == scored_rows and (

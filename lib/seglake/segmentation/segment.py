@@ -1,13 +1,14 @@
 """Label every kept entity with its segment at the chosen k, and describe each segment.
 
-The segment stage refits the model the sweep chose (same rows of ``silver/entities`` at the version
-the sweep read, same filter, the saved transform, same algorithm, k and seed), saves it with MLlib
-persistence, and writes:
+The segment stage applies the model the sweep chose and saved (to the same rows of
+``silver/entities`` at the version the sweep read, through its filter and saved transform), joins
+the run's density clusters when the density stage ran on that very sweep, and writes:
 
 - ``gold/segments`` (partitioned by ``run_id``, ``segment``): ``run_id, entity_id, segment,
   distance, cluster, cluster_probability, x, y, model_run, in_training_filter`` — ``distance`` is
   the Euclidean distance to the segment's center in the transformed (log1p, scaled) space, a "how
-  typical" score; ``cluster`` .. ``y`` stay null until the density stage fills them; ``model_run``
+  typical" score; ``cluster`` .. ``y`` come from the density stage's ``gold/clusters`` (null
+  without one); ``model_run``
   is the run itself and ``in_training_filter`` true (scoring runs, :mod:`seglake.segmentation.score`, write
   the same columns with the model's run and the filter's verdict);
 - ``gold/profiles`` (partitioned by ``run_id``), long format so any feature set fits: ``run_id,
@@ -20,41 +21,32 @@ persistence, and writes:
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from pyspark import StorageLevel
+from pyspark.ml import PipelineModel
+from pyspark.ml.clustering import BisectingKMeansModel, GaussianMixtureModel, KMeansModel
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from seglake.core.config import FilterConfig, SeglakeConfig
-from seglake.core.errors import SeglakeError
 from seglake.core.artifacts import (
     CLUSTERING,
-    load_transform,
+    DENSITY_MANIFEST,
+    TRANSFORM,
+    load_model,
+    path_exists,
     read_manifest,
-    record_run,
-    save_model,
-    write_manifest,
 )
-from seglake.segmentation.prepare import ENTITY_ID, FEATURES, filter_condition
+from seglake.core.config import FilterConfig, SeglakeConfig
+from seglake.core.errors import SeglakeError, first_line
 from seglake.core.stages import StageResult
-from seglake.segmentation.sweep import PREDICTION, cluster_centers, fit_clustering, squared_distance, stable_layout
-from seglake.core.tables import Tables, delta_exists, write_run
+from seglake.core.tables import Tables, read_run, read_version, record_run, write_run
+from seglake.segmentation.prepare import ENTITY_ID, FEATURES, filter_condition
+from seglake.segmentation.sweep import PREDICTION, cluster_centers, stable_layout
 
 QUANTILE_ACCURACY = 100_000
 PROFILE_COLUMNS = ["run_id", "segment", "size", "share", "feature", "mean", "median", "p10", "p90"]
-
-
-def chosen_k(spark: SparkSession, tables: Tables, run_id: str) -> tuple[int, str]:
-    """The k and algorithm the sweep chose for ``run_id``, from ``gold/sweep``."""
-    path = tables.gold("sweep")
-    rows = []
-    if delta_exists(spark, path):
-        rows = (spark.read.format("delta").load(path)
-                .where((F.col("run_id") == run_id) & F.col("chosen")).select("k", "algorithm").collect())
-    if not rows:
-        raise SeglakeError(f"no chosen k in {path}: run the sweep stage first for run {run_id}")
-    return int(rows[0]["k"]), str(rows[0]["algorithm"])
 
 
 def assigned_distance(x: Column, prediction: Column, centers: list[list[float]]) -> Column:
@@ -121,82 +113,157 @@ def profile_lines(rows: list, features: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _entities_at(spark: SparkSession, tables: Tables, version: int, run_id: str) -> DataFrame:
+MODEL_CLASSES = {
+    "kmeans": KMeansModel,
+    "bisecting_kmeans": BisectingKMeansModel,
+    "gaussian_mixture": GaussianMixtureModel,
+}
+
+
+@dataclass(frozen=True)
+class SweptModel:
+    """What the sweep of a run saved: its manifest details, checksums, transform and clustering."""
+
+    run_id: str
+    details: dict
+    files: dict
+    transform: PipelineModel
+    clustering: object
+
+    @property
+    def k(self) -> int:
+        return int(self.details["clustering"]["k"])
+
+    @property
+    def algorithm(self) -> str:
+        return str(self.details["clustering"]["algorithm"])
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.details["features"])
+
+
+def load_swept(spark: SparkSession, tables: Tables, run_id: str) -> SweptModel:
+    """Load a run's manifest, transform and clustering model, each checked against its sha256.
+
+    Raises
+    ------
+    SeglakeError
+        The sweep has not run for ``run_id``, or ran before it fitted the chosen k (run it again).
+    """
+    folder = tables.models(run_id)
+    body = read_manifest(spark, folder)
+    details = body["details"]
+    if "clustering" not in details or CLUSTERING not in body["files"]:
+        raise SeglakeError(f"{folder}/manifest.json has no clustering model: run the sweep stage "
+                           f"again for run {run_id}")
+    transform = load_model(spark, folder, TRANSFORM, PipelineModel)
+    clustering = load_model(spark, folder, CLUSTERING, MODEL_CLASSES[details["clustering"]["algorithm"]])
+    return SweptModel(run_id, details, body["files"], transform, clustering)
+
+
+def kept_entities(spark: SparkSession, tables: Tables, swept: SweptModel) -> DataFrame:
+    """The rows the sweep kept: ``silver/entities`` at the version it read, through its own filter
+    (not today's config: the labels must describe the rows it measured), in its layout."""
+    version = swept.details["entities_version"]
     try:
-        entities = spark.read.format("delta").option("versionAsOf", version).load(tables.entities)
-        entities.schema  # resolves the version now, so a vacuumed one fails here with our message
-        return entities
+        entities = read_version(spark, tables.entities, version)
     except Exception as err:
-        raise SeglakeError(f"silver/entities version {version} read by the sweep of run {run_id} is no "
-                           f"longer readable at {tables.entities} ({str(err).splitlines()[0][:200]}): "
+        raise SeglakeError(f"silver/entities version {version} read by the sweep of run {swept.run_id} "
+                           f"is no longer readable at {tables.entities} ({first_line(err, 200)}): "
                            f"run the sweep stage again") from err
+    kept = entities.where(filter_condition(entities, FilterConfig(**swept.details["filter"])))
+    return stable_layout(kept, swept.details["kept"])
+
+
+def label_segments(kept: DataFrame, swept: SweptModel) -> DataFrame:
+    """``entity_id``, the raw features, ``segment`` and ``distance`` (to the segment's center in the
+    transformed space) for each kept entity, from the saved transform and clustering model."""
+    features = swept.features
+    prepared = swept.transform.transform(kept).select(ENTITY_ID, *features, FEATURES)
+    x = vector_to_array(F.col(FEATURES))
+    return swept.clustering.transform(prepared).select(
+        ENTITY_ID, *features, F.col(PREDICTION).alias("segment"),
+        assigned_distance(x, F.col(PREDICTION), cluster_centers(swept.clustering)).alias("distance"))
+
+
+def segment_rows(labelled: DataFrame, clusters: DataFrame | None, run_id: str) -> DataFrame:
+    """``gold/segments`` rows: each labelled entity with its density cluster when the run has one.
+
+    ``clusters`` (``entity_id, cluster, cluster_probability, x, y`` of the density stage for this
+    sweep) is left-joined: entities the density stage did not label keep nulls, as do all rows of a
+    run without a density stage.
+    """
+    if clusters is None:
+        columns = [F.lit(None).cast("int").alias("cluster"),
+                   F.lit(None).cast("double").alias("cluster_probability"),
+                   F.lit(None).cast("double").alias("x"), F.lit(None).cast("double").alias("y")]
+        joined = labelled.select("*", *columns)
+    else:
+        joined = labelled.join(clusters.select(ENTITY_ID, "cluster", "cluster_probability", "x", "y"),
+                               ENTITY_ID, "left")
+    return joined.select(
+        F.lit(run_id).alias("run_id"), ENTITY_ID, "segment", "distance", "cluster",
+        "cluster_probability", "x", "y", F.lit(run_id).alias("model_run"),
+        F.lit(True).alias("in_training_filter"))
+
+
+def density_clusters(spark: SparkSession, tables: Tables, swept: SweptModel) -> DataFrame | None:
+    """The run's ``gold/clusters`` rows when its density stage ran on this very sweep, else None.
+
+    The density manifest records the checksum of the clustering model it saw; a sweep run again
+    since (another model, maybe other entities) makes those clusters stale, so they are not joined.
+    """
+    folder = tables.models(swept.run_id)
+    if not path_exists(spark, f"{folder}/{DENSITY_MANIFEST}"):
+        return None
+    density = read_manifest(spark, folder, DENSITY_MANIFEST, produced_by="density")["details"]
+    if density.get("sweep_clustering_sha256") != swept.files[CLUSTERING]:
+        return None
+    return read_run(spark, tables.gold("clusters"), swept.run_id)
 
 
 def segment(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResult:
-    """Fit the chosen model, label every kept entity, and profile the segments.
+    """Label every kept entity with the chosen model and its density cluster; profile the segments.
 
     Returns
     -------
     StageResult
         ``rows_in`` entities read, ``rows_out`` entities labelled; ``details`` holds ``k``,
-        ``algorithm``, ``wssse`` (equal to the sweep's at this k: same model) and ``profiles`` (rows).
+        ``algorithm``, ``wssse`` (equal to the sweep's at this k: same model), ``profiles`` (rows)
+        and ``clusters`` (whether density clusters were joined).
         The message carries the profile table (sizes and means in original units).
 
     Raises
     ------
     SeglakeError
-        The sweep has not run for ``run_id`` (no chosen k, manifest or transform).
+        The sweep has not run for ``run_id`` (no manifest, transform or clustering model).
     """
     started = time.monotonic()
     tables = Tables.of(config)
-    folder = tables.models(run_id)
-    k, algorithm = chosen_k(spark, tables, run_id)
-    manifest = read_manifest(spark, folder, run_id)
-    transform = load_transform(spark, folder, run_id)
-    features: list[str] = manifest["features"]
-    entities = _entities_at(spark, tables, manifest["entities_version"], run_id)
-    # The sweep's own filter, not today's config: the labels must describe the rows it measured.
-    kept = entities.where(filter_condition(entities, FilterConfig(**manifest["filter"])))
-    kept = stable_layout(kept, manifest["kept"])  # the sweep's layout: the same model is refitted
-    prepared = transform.transform(kept).select(ENTITY_ID, *features, FEATURES)
-    prepared = prepared.persist(StorageLevel.MEMORY_AND_DISK)
-    labelled = None
+    swept = load_swept(spark, tables, run_id)
+    k, algorithm, features = swept.k, swept.algorithm, swept.features
+    labelled = label_segments(kept_entities(spark, tables, swept), swept)
+    labelled = labelled.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        kept_rows = prepared.count()
-        sweep_settings = manifest["sweep"]
-        model = fit_clustering(prepared.select(ENTITY_ID, FEATURES), algorithm, k,
-                               sweep_settings["seed"], sweep_settings["max_iter"])
-        save_model(model, f"{folder}/{CLUSTERING}")
-        x = vector_to_array(F.col(FEATURES))
-        labelled = model.transform(prepared).select(
-            ENTITY_ID, *features, F.col(PREDICTION).alias("segment"),
-            assigned_distance(x, F.col(PREDICTION), cluster_centers(model)).alias("distance"),
-        ).persist(StorageLevel.MEMORY_AND_DISK)
-        segments = labelled.select(
-            F.lit(run_id).alias("run_id"), ENTITY_ID, "segment", "distance",
-            # filled by the density stage (fill_segments); a scoring run fills them itself
-            F.lit(None).cast("int").alias("cluster"), F.lit(None).cast("double").alias("cluster_probability"),
-            F.lit(None).cast("double").alias("x"), F.lit(None).cast("double").alias("y"),
-            F.lit(run_id).alias("model_run"), F.lit(True).alias("in_training_filter"))
-        write_run(segments, tables.gold("segments"), run_id, partition_by=("run_id", "segment"))
+        kept_rows = labelled.count()
+        clusters = density_clusters(spark, tables, swept)
+        write_run(segment_rows(labelled.drop(*features), clusters, run_id), tables.gold("segments"),
+                  run_id, partition_by=("run_id", "segment"))
         wssse = labelled.agg(F.sum(F.col("distance") * F.col("distance"))).first()[0]
         profiles = profile(labelled, features, kept_rows).select(F.lit(run_id).alias("run_id"), "*")
         write_run(profiles.select(*PROFILE_COLUMNS), tables.gold("profiles"), run_id)
     finally:
-        prepared.unpersist()
-        if labelled is not None:
-            labelled.unpersist()
-    written = spark.read.format("delta").load(tables.gold("profiles")).where(F.col("run_id") == run_id)
-    profile_rows = written.orderBy("segment", "feature").collect()  # segments x features: small
-    write_manifest(spark, folder, dict(
-        manifest, clustering={"algorithm": algorithm, "k": k, "seed": sweep_settings["seed"],
-                              "max_iter": sweep_settings["max_iter"]},
-        artefacts=dict(manifest.get("artefacts", {}), clustering=CLUSTERING),
-    ))
-    record_run(spark, config, run_id, "segment", manifest["entities"], kept_rows,
-               manifest["kept_fraction"], k, f"k={k} from gold/sweep ({algorithm})")
-    message = (f"{kept_rows:,} entities in {k} segments ({algorithm}, wssse {wssse:.6g})\n"
+        labelled.unpersist()
+    profile_rows = (read_run(spark, tables.gold("profiles"), run_id, "segment")
+                    .orderBy("segment", "feature").collect())  # segments x features: small
+    record_run(spark, config, run_id, "segment", swept.details["entities"], kept_rows,
+               swept.details["kept_fraction"], k, f"k={k} from gold/sweep ({algorithm})")
+    joined = ("density clusters joined" if clusters is not None
+              else "no density clusters for this sweep: cluster columns null")
+    message = (f"{kept_rows:,} entities in {k} segments ({algorithm}, wssse {wssse:.6g}); {joined}\n"
                + profile_lines(profile_rows, features))
-    details = {"k": k, "algorithm": algorithm, "wssse": float(wssse), "profiles": profile_rows}
-    return StageResult("segment", manifest["entities"], kept_rows, time.monotonic() - started,
+    details = {"k": k, "algorithm": algorithm, "wssse": float(wssse), "profiles": profile_rows,
+               "clusters": clusters is not None}
+    return StageResult("segment", swept.details["entities"], kept_rows, time.monotonic() - started,
                        details, message)

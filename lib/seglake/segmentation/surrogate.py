@@ -10,18 +10,15 @@ are invariant to monotone transforms, so log1p and scaling would change nothing 
 carried along to score new entities; raw features keep the saved model usable on the entity table
 as it is, and missing values go to XGBoost's learned default branch.
 
-Model files are XGBoost JSON with a sha256 manifest beside them; :func:`load_booster` refuses a file
-whose checksum differs. Nothing is pickled. Files go through Hadoop file systems when the lakehouse
-is a URI (HDFS, S3, DBFS) and through plain Python for local folders.
+Model files are XGBoost JSON written by :mod:`seglake.core.artifacts` with a sha256 manifest
+beside them; :func:`load_booster` refuses a file whose checksum differs. Nothing is pickled.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
-from typing import Any, Tuple
+from typing import Tuple
 
 import numpy as np
 import pandas as pd
@@ -29,8 +26,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from seglake.core.errors import SeglakeError
-from seglake.core.tables import get_bytes, put_bytes
+from seglake.core.artifacts import read_manifest, verified_bytes
 
 NOISE = -1
 SURROGATE_SCHEMA = T.StructType([
@@ -45,44 +41,7 @@ SURROGATE_SCHEMA = T.StructType([
 PREDICTION_TYPE = "struct<cluster:int,cluster_probability:double>"
 
 
-# ---------------------------------------------------------------- model files with checksums
-
-
-def save_with_manifest(
-    spark: SparkSession, folder: str, files: dict[str, bytes], manifest: str, details: dict[str, Any]
-) -> dict[str, Any]:
-    """Write ``files`` (name → bytes) under ``folder`` and a manifest with each file's sha256.
-
-    Returns
-    -------
-    dict
-        The manifest as written: ``files`` (name → sha256), ``written_at`` and ``details``.
-    """
-    checksums = {}
-    for name, data in sorted(files.items()):
-        put_bytes(spark, f"{folder}/{name}", data)
-        checksums[name] = hashlib.sha256(data).hexdigest()
-    body = {"files": checksums, "details": details,
-            "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    put_bytes(spark, f"{folder}/{manifest}", json.dumps(body, indent=2, sort_keys=True).encode())
-    return body
-
-
-def verified_bytes(spark: SparkSession, folder: str, name: str, manifest: str) -> bytes:
-    """The bytes of model file ``name``, after checking its sha256 against ``manifest``.
-
-    Raises
-    ------
-    SeglakeError
-        When the manifest does not list the file or the checksum differs.
-    """
-    listed = json.loads(get_bytes(spark, f"{folder}/{manifest}"))["files"]
-    if name not in listed:
-        raise SeglakeError(f"{folder}/{manifest} does not list {name}: refusing to load it")
-    data = get_bytes(spark, f"{folder}/{name}")
-    if hashlib.sha256(data).hexdigest() != listed[name]:
-        raise SeglakeError(f"{folder}/{name} does not match its sha256 in {manifest}: refusing to load it")
-    return data
+# ---------------------------------------------------------------- saved surrogates
 
 
 def saved_models(spark: SparkSession, folder: str, manifest: str) -> tuple[dict, list[str], str]:
@@ -98,7 +57,7 @@ def saved_models(spark: SparkSession, folder: str, manifest: str) -> tuple[dict,
     group_by : str
         ``none`` (group 0) or ``segment`` (group = KMeans segment).
     """
-    details = json.loads(get_bytes(spark, f"{folder}/{manifest}"))["details"]
+    details = read_manifest(spark, folder, manifest, produced_by="density")["details"]
     models = {int(g): (None, classes) for g, classes in details.get("groups", {}).items()}
     for name, spec in details["models"].items():
         models[int(spec["group"])] = (verified_bytes(spark, folder, name, manifest), spec["classes"])

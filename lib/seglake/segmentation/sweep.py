@@ -3,7 +3,7 @@
 Seed 000 ran scikit-learn KMeans for k=2..9 and judged an SSE elbow together with the silhouette
 score. Here the same curves are computed with MLlib on every kept entity (past ``sweep.fit_sample``,
 250,000 by default, on a seeded sample of that many: the curves' shape is what picks k, and the
-segment stage fits the chosen k on every entity), and the choice of k is automatic and explained in
+chosen k is then fitted on every kept entity), and the choice of k is automatic and explained in
 one line (:func:`choose_k`), so a person can read it beside both curves and overrule it with ``sweep.k``.
 
 Per k, in ``gold/sweep`` (partitioned by ``run_id``):
@@ -30,7 +30,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from delta.tables import DeltaTable
 from kneed import KneeLocator
 from pyspark import StorageLevel
 from pyspark.ml.clustering import BisectingKMeans, GaussianMixture, KMeans
@@ -43,7 +42,7 @@ from sklearn.metrics import pairwise_distances_argmin, silhouette_score
 from seglake.core.config import SeglakeConfig
 from seglake.core.errors import SeglakeError
 from seglake.segmentation.drift import training_bins
-from seglake.core.artifacts import TRANSFORM, library_versions, record_run, save_model, write_manifest
+from seglake.core.artifacts import CLUSTERING, TRANSFORM, library_versions, save_model, write_manifest
 from seglake.segmentation.prepare import (
     ENTITY_ID,
     FEATURES,
@@ -54,7 +53,7 @@ from seglake.segmentation.prepare import (
     vectors,
 )
 from seglake.core.stages import StageResult
-from seglake.core.tables import Tables, read_delta, write_run
+from seglake.core.tables import Tables, latest_version, read_delta, read_version, record_run, write_run
 
 PREDICTION = "prediction"
 # Below this relative fall of SSE from the first to the last k the curve is flat: any "knee" kneed
@@ -88,8 +87,8 @@ class KMetrics:
 def fit_clustering(data: DataFrame, algorithm: str, k: int, seed: int, max_iter: int):
     """Fit MLlib KMeans (k-means||), BisectingKMeans or GaussianMixture on the ``features`` column.
 
-    The same data (same rows, same partitions), k and seed give the same model: the segment stage
-    relies on this to refit exactly the model the sweep measured.
+    The same data (same rows, same partitions), k and seed give the same model: the sweep relies on
+    this when it refits the chosen k on every entity after measuring it on a sample.
     """
     if algorithm == "kmeans":
         estimator = KMeans(k=k, seed=seed, maxIter=max_iter, initMode="k-means||")
@@ -112,7 +111,7 @@ def stable_layout(kept: DataFrame, rows: int) -> DataFrame:
     drawn per partition too, so the same entities laid out differently (silver written by another
     number of tasks, shuffle blocks fetched in another order by a cluster's executors) give other
     segments. A layout that depends only on the rows gives the same segments in local mode and on
-    any cluster, and lets the segment stage refit exactly the sweep's model.
+    any cluster, and lets a refit reproduce the measured model exactly.
     """
     partitions = max(1, math.ceil(rows / ENTITIES_PER_PARTITION))
     return kept.repartition(partitions, ENTITY_ID).sortWithinPartitions(ENTITY_ID)
@@ -209,7 +208,7 @@ def sample_points(sample: DataFrame) -> np.ndarray:
 
 def measure_k(
     data: DataFrame, sample: DataFrame, points: np.ndarray, algorithm: str, k: int, seed: int, max_iter: int
-) -> KMetrics:
+) -> tuple[KMetrics, object]:
     """Fit one k on the persisted ``data`` and measure it (see the module docstring).
 
     ``points`` are ``sample``'s vectors, collected once: a KMeans model labels them on the driver by
@@ -229,7 +228,7 @@ def measure_k(
         points = np.stack(scored["x"].to_numpy()) if len(scored) else np.empty((0, 0))
         labels = scored[PREDICTION].to_numpy()
     exact = exact_silhouette(points, labels)
-    return KMetrics(k, wssse, sse, float(silhouette), exact, sizes, time.monotonic() - started)
+    return KMetrics(k, wssse, sse, float(silhouette), exact, sizes, time.monotonic() - started), model
 
 
 def sse_knee(ks: list[int], sse: list[float]) -> tuple[int | None, str]:
@@ -334,10 +333,12 @@ def _table(metrics: list[KMetrics], chosen: int) -> str:
 
 
 def sweep(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResult:
-    """Filter, fit and save the transform, sweep k, choose k; write ``gold/sweep`` and ``gold/runs``.
+    """Filter, fit and save the transform, sweep k, choose k, fit the chosen k on every kept entity.
 
-    Reads the current version of ``silver/entities`` and records that version in the run's
-    manifest, so the segment stage clusters exactly the same rows even if features are rebuilt.
+    Writes ``gold/sweep``, the ``sweep`` row of ``gold/runs`` and ``models/<run_id>/`` (transform,
+    clustering model, manifest). Reads the current version of ``silver/entities`` and records that
+    version in the manifest, so the segment stage labels exactly the same rows even if features are
+    rebuilt meanwhile.
 
     Returns
     -------
@@ -354,8 +355,8 @@ def sweep(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResul
     settings = config.sweep
     tables = Tables.of(config)
     read_delta(spark, tables.entities, "features")  # fails with the stage to run when absent
-    version = DeltaTable.forPath(spark, tables.entities).history(1).select("version").first()[0]
-    entities = spark.read.format("delta").option("versionAsOf", version).load(tables.entities)
+    version = latest_version(spark, tables.entities)
+    entities = read_version(spark, tables.entities, version)
     features, categorical = feature_columns(entities)
     total, kept_rows = filter_counts(entities, config.filter)
     ks = sorted(set(range(settings.k_min, settings.k_max + 1)) | ({settings.k} if settings.k else set()))
@@ -371,7 +372,7 @@ def sweep(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResul
     fitted, fit_rows = kept, kept_rows
     if settings.fit_sample is not None and kept_rows > settings.fit_sample:
         # Choosing k needs the shape of the SSE and silhouette curves, which a seeded sample of a
-        # quarter million entities pins down; the segment stage fits the chosen k on every entity.
+        # quarter million entities pins down; the chosen k is then fitted on every entity.
         fitted = filtered.where(hash_share(settings.seed + 1, settings.fit_sample / kept_rows))
         fit_rows = fitted.count()
         fitted = stable_layout(fitted, fit_rows)
@@ -380,11 +381,12 @@ def sweep(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResul
     sample = silhouette_sample(data, settings.silhouette_sample, fit_rows, settings.seed)
     try:
         points = sample_points(sample)
-        metrics = [measure_k(data, sample, points, settings.algorithm, k, settings.seed, settings.max_iter)
-                   for k in ks]
+        measured = [measure_k(data, sample, points, settings.algorithm, k, settings.seed, settings.max_iter)
+                    for k in ks]
     finally:
         sample.unpersist()
         data.unpersist()
+    metrics = [m for m, _ in measured]
     # Cut points for drift, on the very rows the transform and clustering were fitted on.
     bins = training_bins(kept, features, config.drift.bins)
     chosen, reason = choose_k(
@@ -395,6 +397,13 @@ def sweep(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResul
              m.min_cluster_share, m.cluster_sizes, m.seconds, m.k == chosen,
              reason if m.k == chosen else None) for m in metrics]
     write_run(spark.createDataFrame(rows, SWEEP_COLUMNS), tables.gold("sweep"), run_id)
+    # The chosen k on every kept entity: the measured model when every kept entity was fitted,
+    # else a refit on all of them (same layout, algorithm, k and seed).
+    model = dict(zip(ks, (m for _, m in measured)))[chosen]
+    if fit_rows < kept_rows:
+        model = fit_clustering(vectors(transform, kept), settings.algorithm, chosen, settings.seed,
+                               settings.max_iter)
+    save_model(model, f"{folder}/{CLUSTERING}")
     kept_fraction = kept_rows / total
     write_manifest(spark, folder, {
         "run_id": run_id, "use_case": config.name, "config_hash": config.config_hash,
@@ -409,8 +418,11 @@ def sweep(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResul
         "entity_id_column": (config.features.entity if config.events is not None
                              else config.entities.id if config.entities is not None else None),
         "drift_bins": bins, "versions": library_versions(),
-        "chosen_k": chosen, "reason": reason, "artefacts": {"transform": TRANSFORM},
-    })
+        "chosen_k": chosen, "reason": reason,
+        "clustering": {"algorithm": settings.algorithm, "k": chosen, "seed": settings.seed,
+                       "max_iter": settings.max_iter, "fit_rows": kept_rows},
+        "artefacts": {"transform": TRANSFORM, "clustering": CLUSTERING},
+    }, saved=(TRANSFORM, CLUSTERING))
     record_run(spark, config, run_id, "sweep", total, len(metrics), kept_fraction, chosen, reason)
     fitted_on = f"; each k fitted on a seeded sample of {fit_rows:,}" if fit_rows < kept_rows else ""
     message = (f"kept {kept_fraction:.2f} of {total:,} entities ({kept_rows:,}){fitted_on}; {reason}\n"
