@@ -15,27 +15,14 @@ declares what it reads and writes (see ``segmentation/pipeline.py`` and each use
 
 from __future__ import annotations
 
-from seglake.core.pipeline import Stage, register
+from seglake.core.pipeline import register
 from seglake.segmentation import pipeline as segmentation
 from seglake.usecases.claims import pipeline as claims
 from seglake.usecases.movielens import pipeline as movielens
 from seglake.usecases.text import pipeline as text
 
-
-def _declared(stages: dict[str, dict[str, object]], name: str) -> Stage:
-    spec = stages[name]
-    return Stage(name, str(spec["function"]), reads=tuple(spec["reads"]), writes=tuple(spec["writes"]))
-
-
 register("events", segmentation.EVENTS)
 register("entities", segmentation.ENTITIES)
-register("ratings", (
-    _declared(movielens.STAGES, "ratings"), segmentation.SWEEP, segmentation.SEGMENT,
-    _declared(movielens.STAGES, "tastes"), _declared(movielens.STAGES, "assign"),
-    Stage("report", "seglake.usecases.movielens.report:report", reads=("gold/sweep",)),
-))
-register("texts", (
-    _declared(text.STAGES, "text"),
-    Stage("report", "seglake.usecases.text.report:report", reads=("gold/text_sweep",)),
-))
-register("classifier", (_declared(claims.STAGES, "classify"),))
+register("ratings", movielens.PIPELINE)
+register("texts", text.PIPELINE)
+register("classifier", claims.PIPELINE)

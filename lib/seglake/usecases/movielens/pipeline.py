@@ -1,44 +1,26 @@
-"""The MovieLens use case's stages as data: the function behind each, the tables it reads and writes.
+"""The MovieLens pipeline as data: ALS tastes from the ratings, the shared sweep and segment
+stages, segment profiles and an assigner, then the report with the MovieLens sections.
 
-Strings only, so that importing this module imports neither Spark nor the stage modules (ALS,
-XGBoost): a runner can order and check stages without loading them. A table is ``<layer>/<table>``
-under ``<lakehouse>/<name>/``; ``models/<x>`` is the folder ``models/<run_id>/<x>``.
-
-Per stage: ``function`` (``module:function``, called with ``(spark, config, run_id)``), ``sources``
-(config keys of the input files it reads, not tables), ``reads`` (tables other stages wrote, which it
-needs), ``writes``, and ``reads_back`` (tables it reads again after writing them, to reconcile counts
-or measure what was committed: never an input from another stage).
-
-The run order of a ``ratings`` config, :data:`ORDER`, also holds the shared stages ``sweep`` and
-``segment`` (``silver/entities`` → ``gold/segments``) and ``report``, declared elsewhere.
+Strings only: importing this module imports neither Spark nor the stage modules (ALS, XGBoost).
+Table names as in :mod:`seglake.core.pipeline`; the input files (``ratings.ratings``, ``.users``,
+``.items``, ``.genres``) are config keys, not tables.
 """
 
 from __future__ import annotations
 
-STAGES: dict[str, dict[str, object]] = {
-    "ratings": {
-        "function": "seglake.usecases.movielens.ratings:ingest_ratings",
-        "sources": ("ratings.genres", "ratings.users", "ratings.items", "ratings.ratings"),
-        "reads": (),
-        "writes": ("bronze/users", "bronze/items", "bronze/ratings", "bronze/quarantine",
-                   "silver/entities", "gold/als_metrics"),
-        "reads_back": ("bronze/quarantine", "bronze/users", "bronze/items", "bronze/ratings",
-                       "silver/entities"),
-    },
-    "tastes": {
-        "function": "seglake.usecases.movielens.tastes:tastes",
-        "sources": (),
-        "reads": ("gold/segments", "bronze/ratings", "bronze/users", "bronze/items"),
-        "writes": ("gold/top_titles", "gold/segment_demographics", "gold/genre_preference"),
-        "reads_back": ("gold/top_titles", "gold/segment_demographics", "gold/genre_preference"),
-    },
-    "assign": {
-        "function": "seglake.usecases.movielens.assigner:assign",
-        "sources": (),
-        "reads": ("gold/segments", "bronze/ratings", "bronze/users", "bronze/items"),
-        "writes": ("models/assigner", "gold/assignments", "gold/assigner_metrics"),
-        "reads_back": ("gold/assignments",),
-    },
-}
+from seglake.core.pipeline import Stage
+from seglake.segmentation.pipeline import SEGMENT, SWEEP
 
-ORDER = ("ratings", "sweep", "segment", "tastes", "assign", "report")
+BRONZE = ("bronze/ratings", "bronze/users", "bronze/items")
+
+RATINGS = Stage("ratings", "seglake.usecases.movielens.ratings:ingest_ratings",
+                writes=(*BRONZE, "bronze/quarantine", "silver/entities", "gold/als_metrics"))
+TASTES = Stage("tastes", "seglake.usecases.movielens.tastes:tastes", reads=("gold/segments", *BRONZE),
+               writes=("gold/top_titles", "gold/segment_demographics", "gold/genre_preference"))
+ASSIGN = Stage("assign", "seglake.usecases.movielens.assigner:assign", reads=("gold/segments", *BRONZE),
+               writes=("models/assigner", "gold/assignments", "gold/assigner_metrics"))
+REPORT = Stage("report", "seglake.usecases.movielens.report:report", reads=("gold/sweep",),
+               optional=("gold/als_metrics", "gold/top_titles", "gold/segment_demographics",
+                         "gold/genre_preference", "gold/assigner_metrics", "gold/assignments"))
+
+PIPELINE = (RATINGS, SWEEP, SEGMENT, TASTES, ASSIGN, REPORT)

@@ -1,24 +1,17 @@
-"""The text-cluster use case's stage as data: the function behind it, the tables it reads and writes.
+"""The text-cluster pipeline as data: embeddings, KMeans per group and keywords, then the report
+with the text-cluster sections.
 
-Strings only, so that importing this module imports neither Spark nor the stage module
-(sentence-transformers, UMAP). A table is ``<layer>/<table>`` under ``<lakehouse>/<name>/``.
-
-Per stage: ``function`` (``module:function``, called with ``(spark, config, run_id)``), ``sources``
-(config keys of the input files it reads, not tables), ``reads`` (tables other stages wrote, which it
-needs), ``writes``, and ``reads_back`` (tables it reads again after writing them). The run order,
-:data:`ORDER`, ends with the shared ``report`` stage, declared elsewhere.
+Strings only: importing this module imports neither Spark nor sentence-transformers or UMAP. The
+input (``texts.path``) is a config key, not a table.
 """
 
 from __future__ import annotations
 
-STAGES: dict[str, dict[str, object]] = {
-    "text": {
-        "function": "seglake.usecases.text.clusters:text_clusters",
-        "sources": ("texts.path",),
-        "reads": (),
-        "writes": ("gold/text_clusters", "gold/text_keywords", "gold/text_sweep"),
-        "reads_back": (),
-    },
-}
+from seglake.core.pipeline import Stage
 
-ORDER = ("text", "report")
+TEXT = Stage("text", "seglake.usecases.text.clusters:text_clusters",
+             writes=("gold/text_clusters", "gold/text_keywords", "gold/text_sweep"))
+REPORT = Stage("report", "seglake.usecases.text.report:report", reads=("gold/text_sweep",),
+               optional=("gold/text_clusters", "gold/text_keywords"))
+
+PIPELINE = (TEXT, REPORT)
