@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 from seglake.core.artifacts import (
     CLUSTERING,
     DENSITY_MANIFEST,
+    MANIFEST,
     TRANSFORM,
     load_model,
     path_exists,
@@ -152,6 +153,8 @@ def load_swept(spark: SparkSession, tables: Tables, run_id: str) -> SweptModel:
         The sweep has not run for ``run_id``, or ran before it fitted the chosen k (run it again).
     """
     folder = tables.models(run_id)
+    if not path_exists(spark, f"{folder}/{MANIFEST}"):
+        raise SeglakeError(f"no manifest at {folder}/{MANIFEST}: run the sweep stage first for run {run_id}")
     body = read_manifest(spark, folder)
     details = body["details"]
     if "clustering" not in details or CLUSTERING not in body["files"]:
