@@ -49,8 +49,10 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq chromium >/dev/null) || echo "warning: could not install chromium (needs root and Debian's packages)"
 
+# The tests, plus the examples in the docstrings of lib/seglake (they share the tests' one SparkSession,
+# given to them as `spark` by the root conftest.py: run them with pytest, not `python -m doctest`).
 test: setup browser
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest --doctest-modules lib/seglake tests
 
 # Synthetic events through every users stage beside DuckDB and the seed's pandas way; appends a dated
 # section to BENCHMARKS.md. Add 100M with `make bench BENCH_SIZES=1M,10M,100M` (see BENCHMARKS.md).

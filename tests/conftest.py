@@ -1,4 +1,5 @@
-"""One local SparkSession for the whole test session, and a fresh lakehouse per test."""
+"""A fresh lakehouse per test (the session's one local ``spark`` fixture is in the root conftest.py,
+shared with the doctests of lib/seglake)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,6 @@ import pytest
 from standalone import local_reference, small_events, standalone_cluster  # noqa: F401,E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-@pytest.fixture(scope="session")
-def spark():
-    from seglake.core.session import build_spark
-
-    session = build_spark(
-        "seglake-tests",
-        "local[2]",
-        {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4",
-         "spark.ui.showConsoleProgress": "false"},
-    )
-    yield session
-    session.stop()
 
 
 @pytest.fixture

@@ -55,7 +55,14 @@ def _filesystem(spark: SparkSession, path: str):
 
 
 def path_exists(spark: SparkSession, path: str) -> bool:
-    """True when ``path`` exists on its (Hadoop-compatible) file system."""
+    """True when ``path`` exists on its (Hadoop-compatible) file system.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path_exists(spark, tempfile.gettempdir()), path_exists(spark, "/nonexistent/manifest.json")
+    (True, False)
+    """
     local = _local(path)
     if local is not None:
         return local.exists()
@@ -64,7 +71,17 @@ def path_exists(spark: SparkSession, path: str) -> bool:
 
 
 def put_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
-    """Write ``data`` to ``uri`` (a local path or any Hadoop-compatible URI), replacing it."""
+    """Write ``data`` to ``uri`` (a local path or any Hadoop-compatible URI), replacing it.
+
+    Examples
+    --------
+    >>> import shutil, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> put_bytes(spark, folder + "/models/r1/spec.json", b'{"k": 4}')  # parent folders created
+    >>> get_bytes(spark, folder + "/models/r1/spec.json")
+    b'{"k": 4}'
+    >>> shutil.rmtree(folder)
+    """
     local = _local(uri)
     if local is not None:
         local.parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +96,14 @@ def put_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
 
 
 def get_bytes(spark: SparkSession, uri: str) -> bytes:
-    """Read the whole file at ``uri``; a missing file is a :class:`SeglakeError`."""
+    """Read the whole file at ``uri``; a missing file is a :class:`SeglakeError`.
+
+    Examples
+    --------
+    >>> get_bytes(spark, "/nonexistent/models/r1/surrogate.json")
+    Traceback (most recent call last):
+    seglake.core.errors.SeglakeError: model file not found: /nonexistent/models/r1/surrogate.json
+    """
     local = _local(uri)
     if local is not None:
         if not local.is_file():
@@ -109,7 +133,20 @@ def _files_under(spark: SparkSession, folder: str) -> list[tuple[str, bytes]]:
 
 
 def checksum(spark: SparkSession, uri: str) -> str:
-    """sha256 of a file, or of an MLlib model folder (every file's relative path and bytes)."""
+    """sha256 of a file, or of an MLlib model folder (every file's relative path and bytes).
+
+    Examples
+    --------
+    >>> import hashlib, shutil, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> put_bytes(spark, folder + "/spec.json", b"{}")
+    >>> checksum(spark, folder + "/spec.json") == hashlib.sha256(b"{}").hexdigest()
+    True
+    >>> digest = hashlib.sha256(b"{}").digest()  # a folder: each file's relative path and sha256
+    >>> checksum(spark, folder) == hashlib.sha256(b"spec.json\\0" + digest).hexdigest()
+    True
+    >>> shutil.rmtree(folder)
+    """
     local = _local(uri)
     if local is not None and local.is_file():
         return hashlib.sha256(local.read_bytes()).hexdigest()
@@ -159,6 +196,15 @@ def write_manifest(
     -------
     dict
         The manifest as written: ``files`` (name → sha256), ``details`` and ``written_at``.
+
+    Examples
+    --------
+    >>> import shutil, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> body = write_manifest(spark, folder, {"k": 4}, files={"spec.json": b"{}"})
+    >>> body["details"], body["files"]["spec.json"][:12], sorted(body)
+    ({'k': 4}, '44136fa355b3', ['details', 'files', 'written_at'])
+    >>> shutil.rmtree(folder)
     """
     checksums = {}
     for name, data in sorted((files or {}).items()):
@@ -175,7 +221,20 @@ def write_manifest(
 def read_manifest(
     spark: SparkSession, folder: str, manifest: str = MANIFEST, produced_by: str = "sweep"
 ) -> dict[str, Any]:
-    """A manifest as written by :func:`write_manifest`, or fail naming the stage that writes it."""
+    """A manifest as written by :func:`write_manifest`, or fail naming the stage that writes it.
+
+    Examples
+    --------
+    >>> import shutil, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = write_manifest(spark, folder, {"k": 4}, manifest=DENSITY_MANIFEST)
+    >>> read_manifest(spark, folder, DENSITY_MANIFEST)["details"]
+    {'k': 4}
+    >>> read_manifest(spark, folder, produced_by="sweep")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    seglake.core.errors.SeglakeError: no manifest at .../manifest.json: run the sweep stage first
+    >>> shutil.rmtree(folder)
+    """
     path = f"{folder}/{manifest}"
     if not path_exists(spark, path):
         raise SeglakeError(f"no manifest at {path}: run the {produced_by} stage first")
@@ -193,6 +252,19 @@ def verified_bytes(spark: SparkSession, folder: str, name: str, manifest: str = 
     ------
     SeglakeError
         When the manifest does not list the file or the checksum differs.
+
+    Examples
+    --------
+    >>> import shutil, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = write_manifest(spark, folder, {}, files={"surrogate.json": b"{}"})
+    >>> verified_bytes(spark, folder, "surrogate.json")
+    b'{}'
+    >>> put_bytes(spark, folder + "/surrogate.json", b"{ }")  # changed after the manifest
+    >>> verified_bytes(spark, folder, "surrogate.json")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    seglake.core.errors.SeglakeError: .../surrogate.json does not match its sha256 in manifest.json: ...
+    >>> shutil.rmtree(folder)
     """
     listed = read_manifest(spark, folder, manifest)["files"]
     if name not in listed:
@@ -204,7 +276,21 @@ def verified_bytes(spark: SparkSession, folder: str, name: str, manifest: str = 
 
 
 def verify_saved(spark: SparkSession, folder: str, name: str, manifest: str = MANIFEST) -> str:
-    """The path of MLlib folder ``name`` after checking its checksum against ``manifest``."""
+    """The path of MLlib folder ``name`` after checking its checksum against ``manifest``.
+
+    Examples
+    --------
+    >>> import shutil, tempfile
+    >>> from pyspark.ml import Pipeline
+    >>> from pyspark.ml.feature import SQLTransformer
+    >>> folder = tempfile.mkdtemp()
+    >>> model = Pipeline(stages=[SQLTransformer(statement="SELECT * FROM __THIS__")]).fit(spark.range(1))
+    >>> _ = save_model(model, folder + "/transform")
+    >>> _ = write_manifest(spark, folder, {}, saved=("transform",))
+    >>> verify_saved(spark, folder, "transform") == folder + "/transform"
+    True
+    >>> shutil.rmtree(folder)
+    """
     listed = read_manifest(spark, folder, manifest)["files"]
     path = f"{folder}/{name}"
     if name not in listed:
@@ -215,7 +301,20 @@ def verify_saved(spark: SparkSession, folder: str, name: str, manifest: str = MA
 
 
 def save_model(model, folder: str) -> str:
-    """Save an MLlib model or PipelineModel to ``folder``, replacing what was there; return it."""
+    """Save an MLlib model or PipelineModel to ``folder``, replacing what was there; return it.
+
+    Examples
+    --------
+    >>> import os, shutil, tempfile
+    >>> from pyspark.ml import Pipeline
+    >>> from pyspark.ml.feature import SQLTransformer
+    >>> folder = tempfile.mkdtemp()
+    >>> model = Pipeline(stages=[SQLTransformer(statement="SELECT * FROM __THIS__")]).fit(spark.range(1))
+    >>> saved = save_model(model, folder + "/transform")
+    >>> saved == folder + "/transform", sorted(os.listdir(saved))
+    (True, ['metadata', 'stages'])
+    >>> shutil.rmtree(folder)
+    """
     model.write().overwrite().save(folder)
     return folder
 
@@ -226,7 +325,15 @@ LIBRARIES = ("seglake", "pyspark", "delta-spark", "numpy", "pandas", "pyarrow", 
 
 
 def library_versions() -> dict[str, str]:
-    """Installed versions of the libraries a run's models depend on, and Python's (for manifests)."""
+    """Installed versions of the libraries a run's models depend on, and Python's (for manifests).
+
+    Examples
+    --------
+    >>> import pyspark
+    >>> versions = library_versions()
+    >>> versions["pyspark"] == pyspark.__version__, "python" in versions
+    (True, True)
+    """
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
@@ -247,6 +354,23 @@ def load_model(spark: SparkSession, folder: str, name: str, model_class, manifes
     ------
     SeglakeError
         No such artefact (naming the stage that writes it), or its checksum differs.
+
+    Examples
+    --------
+    >>> import shutil, tempfile
+    >>> from pyspark.ml import Pipeline, PipelineModel
+    >>> from pyspark.ml.feature import SQLTransformer
+    >>> folder = tempfile.mkdtemp()
+    >>> double = SQLTransformer(statement="SELECT id * 2 AS x FROM __THIS__")
+    >>> model = Pipeline(stages=[double]).fit(spark.range(1))
+    >>> _ = save_model(model, folder + "/transform")
+    >>> _ = write_manifest(spark, folder, {}, saved=("transform",))
+    >>> load_model(spark, folder, "transform", PipelineModel).transform(spark.range(3)).collect()
+    [Row(x=0), Row(x=2), Row(x=4)]
+    >>> load_model(spark, folder, "kmeans", PipelineModel, produced_by="segment")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    seglake.core.errors.SeglakeError: no model at .../kmeans: run the segment stage first
+    >>> shutil.rmtree(folder)
     """
     if not path_exists(spark, f"{folder}/{name}"):
         raise SeglakeError(f"no model at {folder}/{name}: run the {produced_by} stage first")

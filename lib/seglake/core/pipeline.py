@@ -43,7 +43,13 @@ class Stage:
         return self.function.split(":")[0]
 
     def load(self) -> StageFunction:
-        """The callable behind the stage (imports its module, and its heavy libraries, now)."""
+        """The callable behind the stage (imports its module, and its heavy libraries, now).
+
+        Examples
+        --------
+        >>> Stage("drift", "seglake.segmentation.drift:psi").load().__name__
+        'psi'
+        """
         module, function = self.function.split(":")
         return getattr(importlib.import_module(module), function)
 
@@ -54,7 +60,17 @@ KINDS = ("classifier", "ratings", "texts", "events", "entities")
 
 
 def register(kind: str, stages: tuple[Stage, ...]) -> None:
-    """Declare the ordered stages of a source kind (one of :data:`KINDS`)."""
+    """Declare the ordered stages of a source kind (one of :data:`KINDS`).
+
+    Examples
+    --------
+    >>> register("logs", ())
+    Traceback (most recent call last):
+    ValueError: unknown source kind 'logs'; known: classifier, ratings, texts, events, entities
+    >>> register("events", (Stage("sweep", "m:f"), Stage("sweep", "m:g")))
+    Traceback (most recent call last):
+    ValueError: events: a stage name appears twice in ['sweep', 'sweep']
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown source kind {kind!r}; known: {', '.join(KINDS)}")
     names = [s.name for s in stages]
@@ -65,7 +81,14 @@ def register(kind: str, stages: tuple[Stage, ...]) -> None:
 
 def source_kind(config: SeglakeConfig) -> str:
     """Which pipeline a config runs: the first of its sections ``classifier``, ``ratings``,
-    ``texts``, ``events``, ``entities`` that is set."""
+    ``texts``, ``events``, ``entities`` that is set.
+
+    Examples
+    --------
+    >>> source_kind(SeglakeConfig.model_validate(
+    ...     {"name": "demo", "lakehouse": "/lake", "entities": {"path": "e.csv", "id": "uid"}}))
+    'entities'
+    """
     for kind in KINDS:
         if getattr(config, kind, None) is not None:
             return kind
@@ -73,17 +96,38 @@ def source_kind(config: SeglakeConfig) -> str:
 
 
 def pipeline_for(config: SeglakeConfig) -> tuple[Stage, ...]:
-    """The ordered stages of the config's source kind."""
+    """The ordered stages of the config's source kind.
+
+    Examples
+    --------
+    >>> config = SeglakeConfig.model_validate(
+    ...     {"name": "demo", "lakehouse": "/lake", "entities": {"path": "e.csv", "id": "uid"}})
+    >>> pipeline_for(config)[1].name, pipeline_for(config)[1].reads
+    ('sweep', ('silver/entities',))
+    """
     return PIPELINES[source_kind(config)]
 
 
 def known_stages() -> list[str]:
-    """Every stage name of every pipeline, in first-seen order."""
+    """Every stage name of every pipeline, in first-seen order.
+
+    Examples
+    --------
+    >>> known_stages()[:3]
+    ['ingest', 'features', 'sweep']
+    """
     return list(dict.fromkeys(s.name for stages in PIPELINES.values() for s in stages))
 
 
 def stages_for(config: SeglakeConfig) -> list[str]:
-    """The names of the stages a config supports, in order."""
+    """The names of the stages a config supports, in order.
+
+    Examples
+    --------
+    >>> stages_for(SeglakeConfig.model_validate(
+    ...     {"name": "demo", "lakehouse": "/lake", "entities": {"path": "e.csv", "id": "uid"}}))
+    ['features', 'sweep', 'density', 'segment', 'explain', 'report']
+    """
     return [s.name for s in pipeline_for(config)]
 
 
@@ -94,6 +138,16 @@ def plan_stages(config: SeglakeConfig, stages: list[str] | None = None) -> list[
     ------
     SeglakeError
         For an unknown stage name or a stage the config's source does not support.
+
+    Examples
+    --------
+    >>> config = SeglakeConfig.model_validate({"name": "demo", "lakehouse": "/lake",
+    ...     "source_file": "demo.yaml", "entities": {"path": "e.csv", "id": "uid"}})
+    >>> plan_stages(config, ["segment", "sweep"])  # pipeline order, whatever the order asked
+    ['sweep', 'segment']
+    >>> plan_stages(config, ["ingest"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    seglake.core.errors.SeglakeError: demo.yaml: stage(s) ingest do not apply to this config ...
     """
     supported = stages_for(config)
     wanted = stages or supported
@@ -138,6 +192,16 @@ def check_inputs(spark: SparkSession, config: SeglakeConfig, names: list[str], r
     ------
     SeglakeError
         One line naming the stage, the missing table and the stage that writes it.
+
+    Examples
+    --------
+    >>> config = SeglakeConfig.model_validate({"name": "demo", "lakehouse": "/nonexistent/lake",
+    ...     "source_file": "demo.yaml", "entities": {"path": "e.csv", "id": "uid"}})
+    >>> check_inputs(spark, config, ["features", "sweep"], "r1")  # features writes what sweep reads
+    >>> check_inputs(spark, config, ["sweep"], "r1")  # doctest: +ELLIPSIS, +NORMALIZE_WHITESPACE
+    Traceback (most recent call last):
+    seglake.core.errors.SeglakeError: demo.yaml: stage 'sweep' of run r1 reads silver/entities
+    under ..., which does not exist: run the 'features' stage first
     """
     from seglake.core.artifacts import path_exists
     from seglake.core.tables import Tables, delta_exists
@@ -163,7 +227,14 @@ def check_inputs(spark: SparkSession, config: SeglakeConfig, names: list[str], r
 
 
 def default_run_id() -> str:
-    """A sortable UTC timestamp; pass an explicit run id to make a re-run replace its rows."""
+    """A sortable UTC timestamp; pass an explicit run id to make a re-run replace its rows.
+
+    Examples
+    --------
+    >>> import re
+    >>> bool(re.fullmatch("[0-9]{8}T[0-9]{6}Z", default_run_id()))  # e.g. 20260301T120000Z
+    True
+    """
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 

@@ -39,14 +39,31 @@ from seglake.core.errors import SeglakeError, first_line
 
 @dataclass(frozen=True)
 class Tables:
-    """Paths of one use case's tables."""
+    """Paths of one use case's tables.
+
+    Examples
+    --------
+    >>> tables = Tables("/lake", "users")
+    >>> tables.root, tables.entities, tables.gold("sweep")
+    ('/lake/users', '/lake/users/silver/entities', '/lake/users/gold/sweep')
+    >>> tables.events, tables.quarantine, tables.ingest_log
+    ('/lake/users/bronze/events', '/lake/users/bronze/quarantine', '/lake/users/bronze/ingest_log')
+    """
 
     lakehouse: str
     name: str
 
     @classmethod
     def of(cls, config: SeglakeConfig) -> "Tables":
-        """The layout for a config."""
+        """The layout for a config.
+
+        Examples
+        --------
+        >>> config = SeglakeConfig.model_validate(
+        ...     {"name": "users", "lakehouse": "/lake/", "entities": {"path": "e.csv", "id": "uid"}})
+        >>> Tables.of(config)
+        Tables(lakehouse='/lake', name='users')
+        """
         return cls(config.lakehouse.rstrip("/"), config.name)
 
     @property
@@ -55,7 +72,13 @@ class Tables:
         return f"{self.lakehouse}/{self.name}"
 
     def path(self, layer: str, table: str) -> str:
-        """``<lakehouse>/<name>/<layer>/<table>``."""
+        """``<lakehouse>/<name>/<layer>/<table>``.
+
+        Examples
+        --------
+        >>> Tables("s3a://bucket/lake", "users").path("gold", "profiles")
+        's3a://bucket/lake/users/gold/profiles'
+        """
         return f"{self.root}/{layer}/{table}"
 
     @property
@@ -87,7 +110,17 @@ class Tables:
         return self.path("gold", table)
 
     def models(self, run_id: str) -> str:
-        """Folder of a run's fitted models and manifest."""
+        """Folder of a run's fitted models and manifest.
+
+        Examples
+        --------
+        >>> Tables("/lake", "users").models("r1")
+        '/lake/users/models/r1'
+        >>> Tables("/lake", "users").models("../r1")  # doctest: +NORMALIZE_WHITESPACE
+        Traceback (most recent call last):
+        seglake.core.errors.SeglakeError: run id '../r1' must be 1-64 characters of letters, digits,
+        '_', '.', '-'
+        """
         return f"{self.root}/models/{check_run_id(run_id)}"
 
     def report(self, run_id: str) -> Path:
@@ -110,12 +143,28 @@ class Tables:
 
 
 def delta_exists(spark: SparkSession, path: str) -> bool:
-    """True when ``path`` holds a Delta table."""
+    """True when ``path`` holds a Delta table.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> delta_exists(spark, tempfile.gettempdir())  # a folder, not a Delta table
+    False
+    """
     return DeltaTable.isDeltaTable(spark, path)
 
 
 def read_delta(spark: SparkSession, path: str, produced_by: str) -> DataFrame:
-    """Read a Delta table, or fail with one line saying which stage produces it."""
+    """Read a Delta table, or fail with one line saying which stage produces it.
+
+    Examples
+    --------
+    >>> read_delta(spark, "/nonexistent/users/silver/entities", "features")
+    ... # doctest: +NORMALIZE_WHITESPACE
+    Traceback (most recent call last):
+    seglake.core.errors.SeglakeError: no Delta table at /nonexistent/users/silver/entities:
+    run the 'features' stage first
+    """
     if not delta_exists(spark, path):
         raise SeglakeError(f"no Delta table at {path}: run the '{produced_by}' stage first")
     return spark.read.format("delta").load(path)
@@ -126,6 +175,16 @@ def read_run(spark: SparkSession, path: str, run_id: str, produced_by: str | Non
 
     With ``produced_by``, a missing table or a run without rows is a :class:`SeglakeError` naming
     the stage to run; without it (an optional input, e.g. for a report section) both give ``None``.
+
+    Examples
+    --------
+    >>> read_run(spark, "/nonexistent/users/gold/clusters", "r1") is None
+    True
+    >>> read_run(spark, "/nonexistent/users/gold/clusters", "r1", "density")
+    ... # doctest: +NORMALIZE_WHITESPACE
+    Traceback (most recent call last):
+    seglake.core.errors.SeglakeError: no Delta table at /nonexistent/users/gold/clusters:
+    run the 'density' stage first
     """
     if not delta_exists(spark, path):
         if produced_by is None:
@@ -158,6 +217,16 @@ def write_run(
 
     The first write creates the table partitioned by ``partition_by``; later writes replace exactly
     the rows of this run in one atomic commit, leaving other runs untouched.
+
+    Examples
+    --------
+    >>> import shutil, tempfile
+    >>> path = tempfile.mkdtemp() + "/gold/sweep"
+    >>> write_run(spark.createDataFrame([("r1", 2), ("r1", 3)], "run_id string, k int"), path, "r1")
+    >>> write_run(spark.createDataFrame([("r1", 4)], "run_id string, k int"), path, "r1")  # a re-run
+    >>> [row.k for row in read_run(spark, path, "r1").collect()]
+    [4]
+    >>> shutil.rmtree(path.removesuffix("/gold/sweep"))
     """
     check_run_id(run_id)
     writer = df.write.format("delta").option("mergeSchema", "true")
@@ -200,7 +269,17 @@ def overwrite_table(frame: DataFrame, path: str, run_id: str) -> None:
 
 def create_empty(frame: DataFrame, path: str) -> None:
     """Create the Delta table at ``path`` with ``frame``'s schema unless it exists (or another
-    writer created it meanwhile: then its creation conflict is not an error)."""
+    writer created it meanwhile: then its creation conflict is not an error).
+
+    Examples
+    --------
+    >>> import shutil, tempfile
+    >>> path = tempfile.mkdtemp() + "/bronze/ingest_log"
+    >>> create_empty(spark.createDataFrame([], "file string, rows long"), path)
+    >>> read_delta(spark, path, "ingest").count(), delta_exists(spark, path)
+    (0, True)
+    >>> shutil.rmtree(path.removesuffix("/bronze/ingest_log"))
+    """
     spark = frame.sparkSession
     if delta_exists(spark, path):
         return
@@ -256,7 +335,13 @@ Result = TypeVar("Result")
 def is_conflict(err: BaseException) -> bool:
     """True for a lost Delta commit race, whether raised as delta-spark's Python exception or as
     the Java one: ``DataFrameWriter.save`` surfaces ``io.delta.exceptions.*`` (e.g. two writers
-    creating one table: ``ProtocolChangedException``) as a plain ``Py4JJavaError``."""
+    creating one table: ``ProtocolChangedException``) as a plain ``Py4JJavaError``.
+
+    Examples
+    --------
+    >>> is_conflict(ConcurrentAppendException("lost the race")), is_conflict(ValueError("bad value"))
+    (True, False)
+    """
     if isinstance(err, CONFLICTS):
         return True
     java = getattr(err, "java_exception", None)
@@ -280,6 +365,19 @@ def retry_conflicts(write: Callable[[], Result], path: str, attempts: int = CONF
     ------
     SeglakeError
         When every attempt lost a race: names the table and the last conflict.
+
+    Examples
+    --------
+    A write that loses its first race, then commits:
+
+    >>> attempts = []
+    >>> def write():
+    ...     attempts.append(1)
+    ...     if len(attempts) == 1:
+    ...         raise ConcurrentAppendException("another run committed first")
+    ...     return "committed"
+    >>> retry_conflicts(write, "/lake/users/gold/runs"), len(attempts)
+    ('committed', 2)
     """
     for attempt in range(1, attempts):
         try:
@@ -300,7 +398,13 @@ def retry_conflicts(write: Callable[[], Result], path: str, attempts: int = CONF
 
 
 def sql_string(value: str) -> str:
-    """A Spark SQL string literal for ``value`` (for Delta predicates that only take SQL text)."""
+    """A Spark SQL string literal for ``value`` (for Delta predicates that only take SQL text).
+
+    Examples
+    --------
+    >>> print(sql_string("it's"))
+    'it\\'s'
+    """
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
@@ -379,6 +483,17 @@ def read_source(
     ------
     SeglakeError
         The input cannot be read; the message names ``key``, the path and Spark's first line.
+
+    Examples
+    --------
+    >>> import pathlib, shutil, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "e.csv").write_text("uid,plays\\na,3\\nb,3,extra\\n")
+    >>> table = read_source(spark, str(folder / "e.csv"), "csv", {"header": "true"}, "entities.path",
+    ...                     as_text=True, corrupt=True)
+    >>> [tuple(row) for row in table.collect()]  # the line with a third field is kept whole
+    [('a', '3', None), ('b', '3', 'b,3,extra')]
+    >>> shutil.rmtree(folder)
     """
     try:
         if fmt in ("csv", "json") and (as_text or corrupt):

@@ -78,7 +78,15 @@ CLUSTERS_SCHEMA = ("entity_id string, group int, cluster int, cluster_probabilit
 
 
 def feature_columns(entities: DataFrame) -> list[str]:
-    """Every numeric column of an entity table except ``entity_id``, in table order."""
+    """Every numeric column of an entity table except ``entity_id``, in table order.
+
+    Examples
+    --------
+    >>> entities = spark.createDataFrame([("a", 3, 10.0, "fr")],
+    ...                                  "entity_id string, plays long, minutes double, country string")
+    >>> feature_columns(entities)
+    ['plays', 'minutes']
+    """
     return [f.name for f in entities.schema.fields
             if f.name != "entity_id" and isinstance(f.dataType, NUMERIC)]
 
@@ -88,6 +96,13 @@ def allocate(counts: dict[int, int], total: int) -> dict[int, int]:
     whole and the rest is shared again among the others (water-filling).
 
     Equal shares (not proportional ones) give small groups enough rows for UMAP and HDBSCAN.
+
+    Examples
+    --------
+    >>> allocate({0: 50, 1: 1000, 2: 1000}, 300)  # group 0 whole, its unused 50 shared by the others
+    {0: 50, 1: 125, 2: 125}
+    >>> allocate({0: 10, 1: 10}, 5)
+    {0: 3, 1: 2}
     """
     quotas: dict[int, int] = {}
     left, open_strata = total, sorted(counts, key=lambda s: counts[s])
@@ -106,7 +121,14 @@ def allocate(counts: dict[int, int], total: int) -> dict[int, int]:
 
 
 def uniform_key(seed: int) -> F.Column:
-    """A number in [0, 1) from a hash of (seed, entity_id): reproducible whatever the partitioning."""
+    """A number in [0, 1) from a hash of (seed, entity_id): reproducible whatever the partitioning.
+
+    Examples
+    --------
+    >>> ids = spark.createDataFrame([("a",), ("b",), ("c",)], "entity_id string")
+    >>> [round(row.u, 3) for row in ids.select(uniform_key(seed=0).alias("u")).collect()]
+    [0.925, 0.711, 0.318]
+    """
     return F.pmod(F.xxhash64(F.lit(seed), F.col("entity_id")), F.lit(1 << 40)) / float(1 << 40)
 
 
@@ -133,6 +155,16 @@ def stratified_sample(
     (DataFrame, dict)
         The sample with a ``weight`` column (stratum population / stratum sample, to reweight to
         the population), and the population count of every stratum.
+
+    Examples
+    --------
+    Group 0 has only 2 rows, taken whole; group 1 gets the other 2 of the 4 and weight 8 / 2:
+
+    >>> population = spark.createDataFrame([(f"e{i}", 0 if i < 2 else 1) for i in range(10)],
+    ...                                    "entity_id string, group int")
+    >>> sample, counts = stratified_sample(population, "group", size=4, seed=0)
+    >>> sorted((row.group, row.weight) for row in sample.collect()), counts
+    ([(0, 1.0), (0, 1.0), (1, 4.0), (1, 4.0)], {0: 2, 1: 8})
     """
     if counts is None:
         counts = {int(r[0]): int(r[1]) for r in df.groupBy(stratum).count().collect()}
@@ -175,6 +207,12 @@ def clustering_space(values: np.ndarray) -> np.ndarray:
 
     The signed log1p tames heavy tails (followers span six orders of magnitude) and accepts
     negative values, where plain log1p would not.
+
+    Examples
+    --------
+    >>> values = np.array([[0.0], [np.nan], [np.e - 1]])  # log1p: 0, the median 0.5, 1
+    >>> clustering_space(values).round(3).ravel().tolist()
+    [-1.225, 0.0, 1.225]
     """
     logged = np.sign(values) * np.log1p(np.abs(values))
     medians = np.nanmedian(np.where(np.isnan(logged).all(axis=0), 0.0, logged), axis=0)
@@ -369,7 +407,17 @@ def _sweep_checksum(spark: SparkSession, tables: Tables, run_id: str) -> str | N
 
 def label_population(assigned: DataFrame, labelled: DataFrame, run_id: str) -> DataFrame:
     """``gold/clusters`` rows: sampled entities keep their HDBSCAN label, strength and map position;
-    the rest keep the surrogate's label and class probability, with ``x, y`` null."""
+    the rest keep the surrogate's label and class probability, with ``x, y`` null.
+
+    Examples
+    --------
+    >>> assigned = spark.createDataFrame([("a", 0, 3, 0.8), ("b", 0, 4, 0.6)],
+    ...     "entity_id string, group int, cluster int, cluster_probability double")
+    >>> labelled = spark.createDataFrame([("a", 3, 0.95, 1.0, 2.0)],
+    ...     "entity_id string, cluster int, cluster_probability double, x double, y double")
+    >>> [tuple(row) for row in label_population(assigned, labelled, "r1").orderBy("entity_id").collect()]
+    [('r1', 'a', 0, 3, 0.95, True, 1.0, 2.0), ('r1', 'b', 0, 4, 0.6, False, None, None)]
+    """
     sampled = labelled.select("entity_id", F.col("cluster").alias("_cluster"),
                               F.col("cluster_probability").alias("_probability"), "x", "y")
     # the sample is bounded (density.sample_size rows), so broadcasting it avoids shuffling everyone

@@ -58,6 +58,12 @@ def bin_counts(frame: DataFrame, edges: dict[str, list[float]]) -> tuple[int, di
     rows : int
     counts : dict
         Feature → ``len(edges) + 2`` counts: one per bin in ascending order, then the null count.
+
+    Examples
+    --------
+    >>> batch = spark.createDataFrame([(0.5,), (1.0,), (1.5,), (9.0,), (None,)], "likes double")
+    >>> bin_counts(batch, {"likes": [1.0, 2.0]})  # bins (-inf, 1], (1, 2], (2, inf), then nulls
+    (5, {'likes': [2, 1, 1, 1]})
     """
     aggregates = [F.count(F.lit(1)).alias("_rows")]
     for i, (name, cuts) in enumerate(edges.items()):
@@ -87,6 +93,12 @@ def training_bins(kept: DataFrame, features: list[str], bins: int) -> dict[str, 
     dict
         Feature → ``{"edges": [...], "expected": [...]}``; ``expected`` holds the training share of
         each bin then of nulls, and is what :func:`psi` compares a batch with.
+
+    Examples
+    --------
+    >>> kept = spark.createDataFrame([(1.0,), (2.0,), (3.0,), (None,)], "likes double")
+    >>> training_bins(kept, ["likes"], bins=2)  # the median cuts; a quarter of the rows is null
+    {'likes': {'edges': [2.0], 'expected': [0.5, 0.25, 0.25]}}
     """
     probabilities = [i / bins for i in range(1, bins)]
     # Spark skips nulls and NaN in approxQuantile; one call computes every feature's quantiles.
@@ -99,7 +111,17 @@ def training_bins(kept: DataFrame, features: list[str], bins: int) -> dict[str, 
 
 
 def psi(expected: list[float], actual: list[float], epsilon: float = EPSILON) -> float:
-    """Population stability index of two share vectors over the same bins (each floored at ``epsilon``)."""
+    """Population stability index of two share vectors over the same bins (each floored at ``epsilon``).
+
+    Examples
+    --------
+    >>> psi([0.5, 0.5, 0.0], [0.5, 0.5, 0.0])  # the same shares: no shift
+    0.0
+    >>> round(psi([0.5, 0.5, 0.0], [0.3, 0.7, 0.0]), 4)  # moderate
+    0.1695
+    >>> round(psi([0.5, 0.5, 0.0], [0.25, 0.25, 0.5]), 2)  # half the batch in the empty null bin
+    4.6
+    """
     if len(expected) != len(actual):
         raise ValueError(f"psi: {len(expected)} expected shares but {len(actual)} actual ones")
     total = 0.0
@@ -110,7 +132,13 @@ def psi(expected: list[float], actual: list[float], epsilon: float = EPSILON) ->
 
 
 def status(value: float, warn: float, flag: float) -> str:
-    """``ok`` below ``warn``, ``warn`` from it, ``flag`` from ``flag``."""
+    """``ok`` below ``warn``, ``warn`` from it, ``flag`` from ``flag``.
+
+    Examples
+    --------
+    >>> [status(value, warn=0.1, flag=0.25) for value in (0.05, 0.1, 0.25)]
+    ['ok', 'warn', 'flag']
+    """
     return "flag" if value >= flag else "warn" if value >= warn else "ok"
 
 
@@ -126,6 +154,15 @@ def drift_rows(
         ``(run_id, model_run, feature, psi, status, rows, expected, actual)`` in feature order
         (``DRIFT_COLUMNS``). When no entity of the batch passes the training filter, PSI is null and
         every feature is flagged: nothing in the batch resembles the population the model describes.
+
+    Examples
+    --------
+    >>> training = {"likes": {"edges": [2.0], "expected": [0.5, 0.25, 0.25]}}
+    >>> batch = spark.createDataFrame([(5.0,), (6.0,), (1.0,)], "likes double")
+    >>> (run, model_run, feature, value, verdict, rows, expected, actual), = drift_rows(
+    ...     batch, training, "s1", "r1", warn=0.1, flag=0.25)
+    >>> feature, round(value, 2), verdict, rows, [round(a, 2) for a in actual]
+    ('likes', 2.43, 'flag', 3, [0.33, 0.67, 0.0])
     """
     rows, counts = bin_counts(batch, {f: spec["edges"] for f, spec in training.items()})
     result = []

@@ -88,6 +88,17 @@ def explain_target(
     DataFrame
         One row of ``TARGET_SCHEMA``; ``model`` null and metrics NaN when the sample holds fewer
         than five members or five non-members of the target.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> rows = pd.DataFrame({"kind": "cluster", "target": 1, "entity_id": [f"e{i}" for i in range(40)],
+    ...                      "is_target": [False] * 20 + [True] * 20, "weight": 1.0,
+    ...                      "likes": np.r_[rng.normal(0, 1, 20), rng.normal(10, 1, 20)]})
+    >>> row = explain_target(rows, ["likes"], trees=10, max_depth=2, holdout_fraction=0.25,
+    ...                      seed=0).iloc[0]
+    >>> float(row.f1), int(row.positives), np.round(row.mean_abs_shap, 2).tolist(), row.direction
+    (1.0, 20, [1.22], ['higher'])
     """
     import shap
     import xgboost as xgb
@@ -147,7 +158,19 @@ def explain_targets(crossed: DataFrame, features: list[str], settings: ExplainCo
 
 
 def explanation_rows(targets: pd.DataFrame, sizes: pd.DataFrame) -> pd.DataFrame:
-    """Long table: one row per (kind, target, feature) with its rank, metrics, size and share."""
+    """Long table: one row per (kind, target, feature) with its rank, metrics, size and share.
+
+    Examples
+    --------
+    >>> targets = pd.DataFrame({"kind": ["cluster"], "target": [1], "precision": [0.9], "recall": [0.8],
+    ...     "f1": [0.85], "positives": [20], "model": [b"{}"], "features": [["likes", "views"]],
+    ...     "mean_abs_shap": [[0.2, 1.5]], "direction": [["higher", "lower"]]})
+    >>> sizes = pd.DataFrame({"kind": ["cluster"], "target": [1], "size": [250], "share": [0.25]})
+    >>> explanation_rows(targets, sizes)[["target", "feature", "mean_abs_shap", "direction", "rank"]]
+       target feature  mean_abs_shap direction  rank
+    0       1   views            1.5     lower     1
+    1       1   likes            0.2    higher     2
+    """
     long = targets.dropna(subset=["model"]).explode(["features", "mean_abs_shap", "direction"])
     long = long.rename(columns={"features": "feature"}).astype({"mean_abs_shap": "float64"})
     long["rank"] = (long.groupby(["kind", "target"])["mean_abs_shap"]
@@ -159,7 +182,13 @@ def explanation_rows(targets: pd.DataFrame, sizes: pd.DataFrame) -> pd.DataFrame
 
 
 def human(value: float) -> str:
-    """871234 → '871k', 1.2e6 → '1.2M', 0.00813 → '0.0081'."""
+    """871234 → '871k', 1.2e6 → '1.2M', 0.00813 → '0.0081'.
+
+    Examples
+    --------
+    >>> [human(v) for v in (871234, 1.2e6, 42, 0.00813, 0.00001234, float("nan"))]
+    ['871k', '1.2M', '42', '0.00813', '1.23e-05', 'n/a']
+    """
     if not np.isfinite(value):
         return "n/a"
     size = abs(value)
@@ -170,7 +199,17 @@ def human(value: float) -> str:
 
 
 def word(median: float, overall: float) -> tuple[str, str]:
-    """The word for a target median against the overall median, and the comparison in brackets."""
+    """The word for a target median against the overall median, and the comparison in brackets.
+
+    Examples
+    --------
+    >>> word(300, 60)
+    ('very high', 'median 300, 5× the overall 60')
+    >>> word(1.0, 1.1)
+    ('typical', 'median 1, 0.91× the overall 1.1')
+    >>> word(5, 0)  # no ratio to a median that is not positive
+    ('high', 'median 5 vs 0 overall')
+    """
     if overall > 0 and median >= 0:
         ratio = median / overall
         label = next((w for limit, w in WORDS if ratio >= limit), "very low")
@@ -200,6 +239,17 @@ def describe(ranked: pd.DataFrame, medians: pd.DataFrame, overall: dict[str, dic
     -------
     DataFrame
         ``kind, target, size, share, description``.
+
+    Examples
+    --------
+    >>> ranked = pd.DataFrame({"kind": "cluster", "target": 1, "feature": ["views", "likes"],
+    ...     "mean_abs_shap": [1.5, 0.2], "rank": [1, 2], "size": 250, "share": 0.25})
+    >>> medians = pd.DataFrame({"kind": "cluster", "target": 1, "feature": ["likes", "views"],
+    ...     "median": [40.0, 120.0]})
+    >>> print(describe(ranked, medians, {"likes": 10.0, "views": 1000.0}, 2, "accounts").description[0])
+    ... # doctest: +NORMALIZE_WHITESPACE
+    Cluster 1 — 25.0% of accounts: very low views (median 120, 0.12× the overall 1k);
+    very high likes (median 40, 4× the overall 10)
     """
     merged = ranked.merge(medians, on=["kind", "target", "feature"], how="left")
     lines = []
@@ -249,6 +299,18 @@ def profile(population: DataFrame, features: list[str]) -> pd.DataFrame:
     DataFrame
         ``kind`` ("cluster", "segment" or "overall"), ``target`` (NaN for overall), ``size`` and
         one column per feature (approximate medians, ``percentile_approx`` with accuracy 10,000).
+
+    Examples
+    --------
+    >>> population = spark.createDataFrame([("a", 0, 1, 1.0), ("b", 0, 1, 3.0), ("c", 1, 0, 10.0),
+    ...     ("d", None, 0, 20.0)], "entity_id string, cluster int, segment int, likes double")
+    >>> profile(population, ["likes"]).sort_values(["kind", "target"], ignore_index=True)
+          kind  target  size  likes
+    0  cluster     0.0     2    1.0
+    1  cluster     1.0     1   10.0
+    2  overall     NaN     4    3.0
+    3  segment     0.0     2   10.0
+    4  segment     1.0     2    1.0
     """
     stats = [F.percentile_approx(F.col(f), 0.5, 10_000).alias(f) for f in features]
     rows = (population.groupingSets([["cluster"], ["segment"], []], "cluster", "segment")

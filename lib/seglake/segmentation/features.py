@@ -144,6 +144,17 @@ def aggregate_features(events: DataFrame, features: FeaturesConfig) -> DataFrame
     SeglakeError
         A configured column is missing or has a type its aggregation cannot use, or ratios
         form a cycle.
+
+    Examples
+    --------
+    >>> events = spark.createDataFrame([("u1", "v1", 10.0), ("u1", "v2", 30.0), ("u1", "v1", None),
+    ...     ("u2", "v3", 5.0), (None, "v4", 1.0)], "uid string, video string, watch double")
+    >>> features = FeaturesConfig(entity="uid", definitions={
+    ...     "plays": {"agg": "count"}, "videos": {"agg": "count_distinct", "column": "video"},
+    ...     "watch": {"agg": "sum", "column": "watch"},
+    ...     "per_play": {"agg": "ratio", "numerator": "watch", "denominator": "plays"}})
+    >>> [tuple(row) for row in aggregate_features(events, features).orderBy(ENTITY_ID).collect()]
+    [('u1', 3.0, 2.0, 40.0, 13.333333333333334), ('u2', 1.0, 1.0, 5.0, 5.0)]
     """
     types = _check_columns(events, features)
     definitions = features.definitions
@@ -201,6 +212,18 @@ def read_entity_table(spark: SparkSession, source: EntitiesSource) -> DataFrame:
     CSV defaults: a header line, quoted fields that may span lines (``multiLine``), ``"`` escaping
     ``"``; ``entities.options`` override them. A CSV line that does not fit the header's columns
     lands in ``_corrupt_record``.
+
+    Examples
+    --------
+    A quoted bio spanning two lines, with quotes inside; every value is still text:
+
+    >>> import pathlib, shutil, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "bios.csv").write_text('uid,plays,bio\\na,3,"likes ""jazz""\\nand cats"\\nb,x,plain\\n')
+    >>> table = read_entity_table(spark, EntitiesSource(path=str(folder / "bios.csv"), id="uid"))
+    >>> [tuple(row) for row in table.collect()]
+    [('a', '3', 'likes "jazz"\\nand cats', None), ('b', 'x', 'plain', None)]
+    >>> shutil.rmtree(folder)
     """
     options = source.options
     if source.format == "csv":
@@ -221,6 +244,16 @@ def infer_features(table: DataFrame, source: EntitiesSource) -> tuple[list[str],
     -------
     (features, skipped) : tuple of list of str
         Chosen columns and the other non-id, non-categorical columns, both in table order.
+
+    Examples
+    --------
+    ``plays`` parses in 2 of 3 rows, ``note`` in 1 of 3:
+
+    >>> table = spark.createDataFrame(
+    ...     [("a", "3", "fr", "word"), ("b", "x", "de", "word"), ("c", "4", "fr", "3")],
+    ...     "uid string, plays string, country string, note string")
+    >>> infer_features(table, EntitiesSource(path="t.csv", id="uid", categorical=["country"]))
+    (['plays'], ['note'])
     """
     features, texts, skipped = [], [], []
     for field in table.schema.fields:
@@ -277,6 +310,16 @@ def prepare_entities(table: DataFrame, source: EntitiesSource, features: list[st
         ``malformed_line``, ``null_id`` or ``duplicate_id``; the first row of an id, in input
         order, is kept), ``_raw`` (the input row as JSON) and ``_bad_<i>`` (feature ``i`` did not
         parse).
+
+    Examples
+    --------
+    >>> table = spark.createDataFrame([("a", "3"), ("b", "x"), ("a", "4"), (None, "1")],
+    ...                               "uid string, plays string")
+    >>> typed = prepare_entities(table, EntitiesSource(path="t.csv", id="uid"), ["plays"])
+    >>> [(r.entity_id, r.plays, r._reason, r._bad_0) for r in typed.orderBy("_raw").collect()]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [(None, 1.0, 'null_id', False), ('a', 3.0, None, False), ('a', 4.0, 'duplicate_id', False),
+     ('b', None, None, True)]
     """
     require_columns(table.columns, [source.id], "entities.id", source.path)
     require_columns(table.columns, features, "entities.features", source.path)
@@ -364,7 +407,13 @@ def _from_table(spark: SparkSession, config: SeglakeConfig, run_id: str) -> Stag
 # --- stage -------------------------------------------------------------------------------------
 
 def rejected_path(tables: Tables) -> str:
-    """``silver/rejected``: entity-table rows left out of ``silver/entities``, with the reason."""
+    """``silver/rejected``: entity-table rows left out of ``silver/entities``, with the reason.
+
+    Examples
+    --------
+    >>> rejected_path(Tables("/lake", "users"))
+    '/lake/users/silver/rejected'
+    """
     return tables.path("silver", "rejected")
 
 

@@ -53,6 +53,13 @@ def feature_columns(entities: DataFrame) -> tuple[list[str], list[str]]:
     ------
     SeglakeError
         When ``entity_id`` is missing or there is no numeric feature.
+
+    Examples
+    --------
+    >>> entities = spark.createDataFrame([("a", 3, 10.0, "fr", True)],
+    ...     "entity_id string, plays long, minutes double, country string, _ingested boolean")
+    >>> feature_columns(entities)
+    (['plays', 'minutes'], ['country'])
     """
     require_columns(entities.columns, [ENTITY_ID], "silver/entities", "the entities table")
     features, categorical = [], []
@@ -76,6 +83,14 @@ def filter_condition(entities: DataFrame, bounds: FilterConfig) -> Column:
     Bound names are checked against the real schema first (``filter.min``, ``filter.max``) and must
     be numeric. A null in a bounded feature does not pass: an entity with an unknown activity level
     is not one the filter can vouch for.
+
+    Examples
+    --------
+    >>> entities = spark.createDataFrame([("a", 5), ("b", 0), ("c", 12), ("d", None)],
+    ...                                  "entity_id string, plays long")
+    >>> keep = filter_condition(entities, FilterConfig(min={"plays": 1}, max={"plays": 10}))
+    >>> [row.entity_id for row in entities.where(keep).collect()]
+    ['a']
     """
     numeric = {f.name for f in entities.schema.fields if isinstance(f.dataType, _NUMERIC)}
     condition = F.lit(True)
@@ -97,6 +112,13 @@ def filter_counts(entities: DataFrame, bounds: FilterConfig) -> tuple[int, int]:
     ------
     SeglakeError
         A bound names a column that is absent or not numeric, the table is empty, or nothing passes.
+
+    Examples
+    --------
+    >>> entities = spark.createDataFrame([("a", 5), ("b", 0), ("c", 12), ("d", None)],
+    ...                                  "entity_id string, plays long")
+    >>> filter_counts(entities, FilterConfig(min={"plays": 1}))
+    (4, 2)
     """
     keep = filter_condition(entities, bounds)
     counts = entities.agg(
@@ -135,6 +157,14 @@ def apply_filter(entities: DataFrame, bounds: FilterConfig) -> tuple[DataFrame, 
     SeglakeError
         A bound names a column that is absent or not numeric (the message names ``filter.min`` or
         ``filter.max`` and the column), the table is empty, or nothing passes.
+
+    Examples
+    --------
+    >>> entities = spark.createDataFrame([("a", 5), ("b", 0), ("c", 12), ("d", None)],
+    ...                                  "entity_id string, plays long")
+    >>> kept, kept_fraction = apply_filter(entities, FilterConfig(max={"plays": 10}))
+    >>> sorted(row.entity_id for row in kept.collect()), kept_fraction
+    (['a', 'b'], 0.5)
     """
     total, kept_rows = filter_counts(entities, bounds)
     return entities.where(filter_condition(entities, bounds)), kept_rows / total
@@ -173,6 +203,12 @@ def build_transform(
     ------
     SeglakeError
         ``transform.log1p`` names a column that is not a numeric feature.
+
+    Examples
+    --------
+    >>> pipeline = build_transform(["plays", "minutes"], ["country"], TransformConfig(scaling="minmax"))
+    >>> [type(stage).__name__ for stage in pipeline.getStages()]
+    ['SQLTransformer', 'Imputer', 'StringIndexer', 'OneHotEncoder', 'VectorAssembler', 'MinMaxScaler']
     """
     if isinstance(settings.log1p, list):
         require_columns(features, settings.log1p, "transform.log1p", "the numeric features")
@@ -224,10 +260,32 @@ def fit_transform_pipeline(
     PipelineModel
         ``transform(df)`` adds the ``features`` vector (and ``__``-prefixed intermediates) to any
         DataFrame with the same columns; save it with ``model.write().overwrite().save(path)``.
+
+    Examples
+    --------
+    Signed log1p, the null imputed with the median, then standard scaling:
+
+    >>> kept = spark.createDataFrame([("a", 1), ("b", 3), ("c", None), ("d", 7)],
+    ...                              "entity_id string, plays long")
+    >>> model = fit_transform_pipeline(kept, ["plays"], [], TransformConfig())
+    >>> [row.features.toArray().round(3).tolist() for row in vectors(model, kept).collect()]
+    [[-1.225], [0.0], [0.0], [1.225]]
     """
     return build_transform(features, categorical, settings).fit(kept)
 
 
 def vectors(model: PipelineModel, kept: DataFrame) -> DataFrame:
-    """``entity_id`` and the ``features`` vector of each kept entity."""
+    """``entity_id`` and the ``features`` vector of each kept entity.
+
+    Examples
+    --------
+    Without scaling, a feature's signed log1p then the one-hot country (``fr``, ``de``; a null
+    country is the all-zero vector):
+
+    >>> kept = spark.createDataFrame([("a", 1, "fr"), ("b", 3, "de"), ("c", 7, None)],
+    ...                              "entity_id string, plays long, country string")
+    >>> model = fit_transform_pipeline(kept, ["plays"], ["country"], TransformConfig(scaling="none"))
+    >>> [(r.entity_id, r.features.toArray().round(3).tolist()) for r in vectors(model, kept).collect()]
+    [('a', [0.693, 0.0, 1.0]), ('b', [1.386, 1.0, 0.0]), ('c', [2.079, 0.0, 0.0])]
+    """
     return model.transform(kept).select(ENTITY_ID, FEATURES)

@@ -55,7 +55,13 @@ _NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.D
 
 
 def quarantine_path(tables: Tables) -> str:
-    """``bronze/scoring_quarantine``: input rows a scoring run could not use, with the reason."""
+    """``bronze/scoring_quarantine``: input rows a scoring run could not use, with the reason.
+
+    Examples
+    --------
+    >>> quarantine_path(Tables("/lake", "users"))
+    '/lake/users/bronze/scoring_quarantine'
+    """
     return tables.path("bronze", "scoring_quarantine")
 
 
@@ -120,7 +126,20 @@ class Batch:
 
 
 def check_definitions(config: SeglakeConfig, model: ScoringModel) -> None:
-    """Refuse a config whose source or feature definitions are not the ones the model was trained on."""
+    """Refuse a config whose source or feature definitions are not the ones the model was trained on.
+
+    Examples
+    --------
+    A config scoring an entity table with a model trained on events (the models are not needed):
+
+    >>> config = SeglakeConfig.model_validate({"name": "demo", "lakehouse": "/lake",
+    ...     "source_file": "demo.yaml", "entities": {"path": "e.csv", "id": "uid"}})
+    >>> manifest = {"features": ["plays"], "feature_definitions": {"plays": {"agg": "count"}}}
+    >>> check_definitions(config, ScoringModel("r1", manifest, None, None, [], None, [], "none"))
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    seglake.core.errors.SeglakeError: demo.yaml: model run r1 was trained on events: score it with ...
+    """
     trained = model.manifest.get("feature_definitions")
     run = model.run_id
     if config.events is not None:
@@ -173,6 +192,16 @@ def check_numeric(table: DataFrame, features: list[str], path: str) -> None:
 
     The same rule the features stage infers features with: a column with a few bad cells is still
     the feature (its bad cells become null, which the transform imputes), a column of words is not.
+
+    Examples
+    --------
+    >>> table = spark.createDataFrame([("a", "3", "x"), ("b", "4", "y"), ("c", "n/a", "z")],
+    ...                               "uid string, plays string, word string")
+    >>> check_numeric(table, ["plays"], "batch.csv")  # 2 of 3 values parse: a feature
+    >>> check_numeric(table, ["word"], "batch.csv")  # doctest: +NORMALIZE_WHITESPACE
+    Traceback (most recent call last):
+    seglake.core.errors.SeglakeError: --input: feature column 'word' in batch.csv is not numeric:
+    only 0 of 3 values parse as numbers
     """
     types = {f.name: f.dataType for f in table.schema.fields}
     for name in features:
@@ -234,6 +263,26 @@ def score_entities(entities: DataFrame, model: ScoringModel, run_id: str) -> Dat
         from the clustering model; ``cluster``, ``cluster_probability`` from the surrogate (null
         when the model run has no density stage); ``x``, ``y`` null (the map is not extended);
         ``model_run``; ``in_training_filter``.
+
+    Examples
+    --------
+    A model run's transform and clustering fitted here (:func:`load_scoring_model` loads saved ones),
+    without a density stage; its filter kept ``likes >= 2``:
+
+    >>> from seglake.segmentation.prepare import fit_transform_pipeline, vectors
+    >>> from seglake.segmentation.sweep import fit_clustering
+    >>> from seglake.core.config import TransformConfig
+    >>> entities = spark.createDataFrame([("a", 1.0), ("b", 2.0), ("c", 50.0), ("d", 60.0)],
+    ...                                  "entity_id string, likes double")
+    >>> transform = fit_transform_pipeline(entities, ["likes"], [], TransformConfig())
+    >>> kmeans = fit_clustering(vectors(transform, entities), "kmeans", k=2, seed=0, max_iter=10)
+    >>> model = ScoringModel("r1", {"features": ["likes"], "filter": {"min": {"likes": 2}}}, transform,
+    ...                      kmeans, cluster_centers(kmeans), None, [], "none")
+    >>> scored = score_entities(entities, model, "s1").collect()
+    >>> [(r.entity_id, r.segment, round(r.distance, 2), r.cluster, r.in_training_filter) for r in scored]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [('a', 0, 0.11, None, False), ('b', 0, 0.11, None, True), ('c', 1, 0.05, None, True),
+     ('d', 1, 0.05, None, True)]
     """
     keep = filter_condition(entities, FilterConfig(**model.manifest["filter"]))
     labelled = model.clustering.transform(model.transform.transform(entities.withColumn("_keep", keep)))

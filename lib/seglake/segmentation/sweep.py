@@ -80,7 +80,14 @@ class KMetrics:
 
     @property
     def min_cluster_share(self) -> float:
-        """Share of entities in the smallest cluster (0 when a cluster came out empty)."""
+        """Share of entities in the smallest cluster (0 when a cluster came out empty).
+
+        Examples
+        --------
+        >>> KMetrics(3, wssse=9.0, sse=0.5, silhouette=0.4, silhouette_exact=0.4,
+        ...          cluster_sizes=[50, 30, 20], seconds=1.0).min_cluster_share
+        0.2
+        """
         return min(self.cluster_sizes) / sum(self.cluster_sizes)
 
 
@@ -89,6 +96,15 @@ def fit_clustering(data: DataFrame, algorithm: str, k: int, seed: int, max_iter:
 
     The same data (same rows, same partitions), k and seed give the same model: the sweep relies on
     this when it refits the chosen k on every entity after measuring it on a sample.
+
+    Examples
+    --------
+    >>> from pyspark.ml.linalg import Vectors
+    >>> points = spark.createDataFrame([(str(i), Vectors.dense(p)) for i, p in
+    ...     enumerate([[0.0, 0.0], [0.0, 1.0], [10.0, 0.0], [10.0, 1.0]])], [ENTITY_ID, FEATURES])
+    >>> model = fit_clustering(points, "kmeans", k=2, seed=0, max_iter=10)
+    >>> [row.prediction for row in model.transform(points).collect()], sorted(cluster_centers(model))
+    ([0, 0, 1, 1], [[0.0, 0.5], [10.0, 0.5]])
     """
     if algorithm == "kmeans":
         estimator = KMeans(k=k, seed=seed, maxIter=max_iter, initMode="k-means||")
@@ -112,13 +128,28 @@ def stable_layout(kept: DataFrame, rows: int) -> DataFrame:
     number of tasks, shuffle blocks fetched in another order by a cluster's executors) give other
     segments. A layout that depends only on the rows gives the same segments in local mode and on
     any cluster, and lets a refit reproduce the measured model exactly.
+
+    Examples
+    --------
+    >>> kept = spark.createDataFrame([("b",), ("a",), ("c",)], [ENTITY_ID])
+    >>> stable_layout(kept, rows=120_000).rdd.getNumPartitions()  # ceil(120,000 / 50,000)
+    3
     """
     partitions = max(1, math.ceil(rows / ENTITIES_PER_PARTITION))
     return kept.repartition(partitions, ENTITY_ID).sortWithinPartitions(ENTITY_ID)
 
 
 def cluster_centers(model) -> list[list[float]]:
-    """Centers of a fitted model as plain lists (a Gaussian mixture's centers are its means)."""
+    """Centers of a fitted model as plain lists (a Gaussian mixture's centers are its means).
+
+    Examples
+    --------
+    >>> from pyspark.ml.linalg import Vectors
+    >>> points = spark.createDataFrame([(str(i), Vectors.dense([x])) for i, x in
+    ...     enumerate([0.0, 1.0, 10.0, 11.0])], [ENTITY_ID, FEATURES])
+    >>> sorted(cluster_centers(fit_clustering(points, "bisecting_kmeans", k=2, seed=0, max_iter=10)))
+    [[0.5], [10.5]]
+    """
     if hasattr(model, "clusterCenters"):
         return [[float(v) for v in c] for c in model.clusterCenters()]
     return [[float(v) for v in g.mean] for g in model.gaussians]
@@ -129,6 +160,12 @@ def squared_distance(x: Column, center: list[float]) -> Column:
 
     Written out term by term (no UDF, no higher-order function) so Spark compiles it with
     whole-stage codegen.
+
+    Examples
+    --------
+    >>> rows = spark.createDataFrame([([3.0, 4.0],), ([1.0, 1.0],)], "x array<double>")
+    >>> [row.d for row in rows.select(squared_distance(F.col("x"), [0.0, 0.0]).alias("d")).collect()]
+    [25.0, 2.0]
     """
     terms = [(x[i] - F.lit(value)) * (x[i] - F.lit(value)) for i, value in enumerate(center)]
     total = terms[0]
@@ -138,7 +175,15 @@ def squared_distance(x: Column, center: list[float]) -> Column:
 
 
 def nearest_squared_distance(x: Column, centers: list[list[float]]) -> Column:
-    """Squared distance to the nearest of ``centers``."""
+    """Squared distance to the nearest of ``centers``.
+
+    Examples
+    --------
+    >>> rows = spark.createDataFrame([([3.0, 4.0],), ([0.0, 0.0],)], "x array<double>")
+    >>> nearest = nearest_squared_distance(F.col("x"), [[0.0, 0.0], [3.0, 3.0]])
+    >>> [row.d for row in rows.select(nearest.alias("d")).collect()]
+    [1.0, 0.0]
+    """
     distances = [squared_distance(x, c) for c in centers]
     return distances[0] if len(distances) == 1 else F.least(*distances)
 
@@ -154,6 +199,14 @@ def center_metrics(labelled: DataFrame, centers: list[list[float]]) -> tuple[lis
         Sum of squared distances to the nearest center.
     sse : float
         Mean Euclidean distance to the nearest center.
+
+    Examples
+    --------
+    >>> from pyspark.ml.linalg import Vectors
+    >>> labelled = spark.createDataFrame([(Vectors.dense([0.0, 0.0]), 0), (Vectors.dense([0.0, 2.0]), 0),
+    ...     (Vectors.dense([10.0, 0.0]), 1)], [FEATURES, PREDICTION])
+    >>> center_metrics(labelled, [[0.0, 1.0], [10.0, 0.0]])  # sizes, 1 + 1 + 0, (1 + 1 + 0) / 3
+    ([2, 1], 2.0, 0.6666666666666666)
     """
     with_array = labelled.select(PREDICTION, vector_to_array(FEATURES).alias("x"))
     nearest = nearest_squared_distance(F.col("x"), centers)
@@ -172,7 +225,16 @@ def center_metrics(labelled: DataFrame, centers: list[list[float]]) -> tuple[lis
 
 def hash_share(seed: int, fraction: float) -> Column:
     """True for about ``fraction`` of entities, chosen by a seeded hash of the id: the same entities
-    however the rows are partitioned or ordered."""
+    however the rows are partitioned or ordered.
+
+    Examples
+    --------
+    >>> ids = spark.range(1000).select(F.col("id").cast("string").alias(ENTITY_ID))
+    >>> chosen = ids.where(hash_share(seed=0, fraction=0.1))
+    >>> shuffled = ids.repartition(7).where(hash_share(seed=0, fraction=0.1))
+    >>> chosen.count(), sorted(chosen.collect()) == sorted(shuffled.collect())
+    (93, True)
+    """
     share = math.ceil(min(1.0, fraction) * 1_000_000)
     return F.pmod(F.xxhash64(ENTITY_ID, F.lit(seed)), F.lit(1_000_000)) < F.lit(share)
 
@@ -183,6 +245,16 @@ def silhouette_sample(data: DataFrame, size: int, rows: int, seed: int) -> DataF
     The entities with the smallest seeded hash of their id: the same ones however the rows are
     partitioned or ordered (a per-partition Bernoulli sample and a bare limit are not). Persisted so
     that every k scores the very same entities.
+
+    Examples
+    --------
+    >>> data = spark.range(100).select(F.col("id").cast("string").alias(ENTITY_ID))
+    >>> sample = silhouette_sample(data, size=5, rows=100, seed=0)
+    >>> sorted(row.entity_id for row in sample.collect()) == sorted(
+    ...     row.entity_id for row in silhouette_sample(data.repartition(3), 5, 100, 0).collect())
+    True
+    >>> sample.count()
+    5
     """
     key = F.xxhash64(ENTITY_ID, F.lit(seed))
     sample = data.where(hash_share(seed, 1.2 * size / rows))  # a margin before sorting, then the cap
@@ -193,7 +265,16 @@ def silhouette_sample(data: DataFrame, size: int, rows: int, seed: int) -> DataF
 
 
 def exact_silhouette(points: np.ndarray, labels: np.ndarray) -> float:
-    """scikit-learn's Euclidean silhouette, or NaN when it is undefined (one cluster, or all alone)."""
+    """scikit-learn's Euclidean silhouette, or NaN when it is undefined (one cluster, or all alone).
+
+    Examples
+    --------
+    >>> points = np.array([[0.0], [0.1], [5.0], [5.1]])
+    >>> round(exact_silhouette(points, np.array([0, 0, 1, 1])), 3)
+    0.98
+    >>> exact_silhouette(points, np.array([0, 0, 0, 0]))
+    nan
+    """
     distinct = len(np.unique(labels))
     if distinct < 2 or distinct >= len(labels):
         return math.nan
@@ -201,7 +282,17 @@ def exact_silhouette(points: np.ndarray, labels: np.ndarray) -> float:
 
 
 def sample_points(sample: DataFrame) -> np.ndarray:
-    """The silhouette sample's feature vectors on the driver (at most ``sweep.silhouette_sample`` rows)."""
+    """The silhouette sample's feature vectors on the driver (at most ``sweep.silhouette_sample`` rows).
+
+    Examples
+    --------
+    >>> from pyspark.ml.linalg import Vectors
+    >>> sample = spark.createDataFrame(
+    ...     [("a", Vectors.dense([0.0, 1.0])), ("b", Vectors.dense([2.0, 3.0]))], [ENTITY_ID, FEATURES])
+    >>> sample_points(sample)
+    array([[0., 1.],
+           [2., 3.]])
+    """
     rows = sample.select(vector_to_array(FEATURES).alias("x")).toPandas()
     return np.stack(rows["x"].to_numpy()) if len(rows) else np.empty((0, 0))
 
@@ -232,7 +323,17 @@ def measure_k(
 
 
 def sse_knee(ks: list[int], sse: list[float]) -> tuple[int | None, str]:
-    """The knee of the SSE curve by kneed, and a phrase saying why there is none when there is none."""
+    """The knee of the SSE curve by kneed, and a phrase saying why there is none when there is none.
+
+    Examples
+    --------
+    >>> sse_knee([2, 3, 4, 5, 6], [10.0, 5.0, 3.0, 2.6, 2.4])
+    (4, '')
+    >>> sse_knee([2, 3, 4], [1.0, 0.98, 0.95])
+    (None, 'SSE falls only 5% from k=2 to k=4')
+    >>> sse_knee([2, 3], [1.0, 0.5])
+    (None, 'too few k for a knee (2)')
+    """
     if len(ks) < 3:
         return None, f"too few k for a knee ({len(ks)})"
     fall = (sse[0] - sse[-1]) / sse[0] if sse[0] > 0 else 0.0
@@ -293,6 +394,16 @@ def choose_k(
     reason : str
         One line, e.g. ``k=4: SSE knee at 4 (kneed), silhouette 0.41 is the best within knee±1
         (k=3: 0.38, k=5: 0.36)``.
+
+    Examples
+    --------
+    >>> ks, sse, silhouette = [2, 3, 4, 5, 6], [10.0, 5.0, 3.0, 2.6, 2.4], [0.30, 0.42, 0.40, 0.35, 0.33]
+    >>> choose_k(ks, sse, silhouette)
+    (3, 'k=3: SSE knee at 4 (kneed), silhouette 0.42 is the best within knee±1 (k=4: 0.40, k=5: 0.35)')
+    >>> choose_k(ks, sse, silhouette, shares=[0.4, 0.002, 0.1, 0.1, 0.05], min_share=0.005)[0]
+    4
+    >>> choose_k(ks, sse, silhouette, pinned=5)[1].split(";")[0]
+    'k=5: pinned by sweep.k (silhouette 0.35)'
     """
     by_k = dict(zip(ks, silhouette))
     knee, no_knee = sse_knee(ks, sse)
