@@ -29,34 +29,39 @@ from _common import blob_entities, entities_config, parser, print_measurements, 
 from seglake.core.artifacts import get_bytes
 from seglake.segmentation.density import clustering_space, density
 from seglake.segmentation.surrogate import assign
+from seglake.segmentation.sweep import sweep
 from seglake.core.tables import Tables
 
 FEATURES = 8
 CLUSTERS = 10
 
 
-def make_entities(spark, path: str, entities: int, seed: int = 0) -> None:
-    """Blobs in signed-log1p space (unequal sizes), written as heavy-tailed raw features."""
-    centers = np.random.default_rng(seed).uniform(-6, 6, size=(CLUSTERS, FEATURES))
-    frame = blob_entities(spark, entities, centers, 0.7, seed, "u%09d", skewed=True,
+def make_entities(spark, path: str, entities: int, seed: int = 0, blobs: int = CLUSTERS,
+                  skewed: bool = True) -> None:
+    """Blobs in signed-log1p space (unequal sizes unless not ``skewed``), written as heavy-tailed raw
+    features."""
+    centers = np.random.default_rng(seed).uniform(-6, 6, size=(blobs, FEATURES))
+    frame = blob_entities(spark, entities, centers, 0.7, seed, "u%09d", skewed=skewed,
                           raw=lambda value: F.signum(value) * F.expm1(F.abs(value)))
     frame.repartition(8).write.format("delta").mode("overwrite").save(path)
 
 
-def config_for(root: Path, name: str, density: str):
-    return entities_config(root, name, root, "{path: unused.csv, id: entity_id}", density=density)
+def config_for(root: Path, name: str, density: str, **sections: str):
+    return entities_config(root, name, root, "{path: unused.csv, id: entity_id}", density=density,
+                           **sections)
 
 
 def numba_rows(spark, root: Path) -> list[dict]:
-    """Fit seconds per group: JIT once per Python worker, not once per task."""
+    """Fit seconds per group: JIT once per Python worker, not once per task.
+
+    Four equal, well separated blobs; the sweep pinned at k = 4 finds them, and the density stage
+    clusters each of its segments (``group_by: segment``) as one task.
+    """
     config = config_for(root, "jit", "{sample_size: 4000, group_by: segment, stability_fraction: 0, "
-                                     "umap: {n_neighbors: 15}, hdbscan: {min_cluster_size: 30}}")
-    make_entities(spark, Tables.of(config).entities, 4000, seed=1)
-    entities = spark.read.format("delta").load(Tables.of(config).entities)
-    (entities.select(F.lit("jit").alias("run_id"), "entity_id",
-                     F.pmod(F.xxhash64("entity_id"), F.lit(4)).cast("int").alias("segment"),
-                     F.lit(0.0).alias("distance"))
-     .write.format("delta").partitionBy("run_id", "segment").save(Tables.of(config).gold("segments")))
+                                     "umap: {n_neighbors: 15}, hdbscan: {min_cluster_size: 30}}",
+                        sweep="{k_min: 3, k_max: 4, k: 4}")
+    make_entities(spark, Tables.of(config).entities, 4000, seed=1, blobs=4, skewed=False)
+    print(f"# {sweep(spark, config, 'jit').line()}", file=sys.stderr, flush=True)
     result = density(spark, config, "jit")
     fits = sorted(g["fit_seconds"] for g in result.details["groups"])
     return [dict(what=f"UMAP+HDBSCAN fit of a ≈1k-row group, {i + 1} of 4 by time (2 workers: "
@@ -64,10 +69,7 @@ def numba_rows(spark, root: Path) -> list[dict]:
 
 
 def main() -> None:
-    ap = parser(__doc__, scratch=True)
-    ap.add_argument("--entities", type=int, default=1_000_000)
-    ap.add_argument("--sample", type=int, default=50_000)
-    args = ap.parse_args()
+    args = parser(__doc__, scratch=True, entities=1_000_000, sample=50_000).parse_args()
     rows: list[dict] = []
     with scratch("density", args.scratch) as root, session("bench-density") as spark:
         rows += numba_rows(spark, root)

@@ -28,7 +28,6 @@ markdown table goes to stdout, progress to stderr.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import operator
 import os
@@ -44,12 +43,10 @@ import duckdb
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "lib"))
-from seglake import features as feat  # noqa: E402
-from seglake.core.config import FeaturesConfig, load_config  # noqa: E402
-from seglake.core.session import build_spark  # noqa: E402
-from seglake.synth import generate  # noqa: E402
+from _common import ROOT, best_of, noop, parser, session
+from seglake.core.config import FeaturesConfig, load_config
+from seglake.segmentation import features as feat
+from seglake.synth import generate
 
 
 def naive(events: DataFrame, features: FeaturesConfig) -> DataFrame:
@@ -131,19 +128,8 @@ def spark_cpu_seconds(spark) -> float:
     return sum(stage["executorCpuTime"] for stage in stages) / 1e9
 
 
-def best_of(repeat: int, run, cpu_seconds) -> tuple[float, float]:
-    """Smallest wall and CPU time of ``repeat`` runs (on a shared machine the minimum is the signal)."""
-    walls, cpus = [], []
-    for _ in range(repeat):
-        cpu_before, started = cpu_seconds(), time.perf_counter()
-        run()
-        walls.append(time.perf_counter() - started)
-        cpus.append(cpu_seconds() - cpu_before)
-    return min(walls), min(cpus)
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--events", type=int, nargs="+", default=[1_000_000, 10_000_000])
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--scratch", default=tempfile.gettempdir())
@@ -153,8 +139,7 @@ def main() -> None:
     args = ap.parse_args()
     features = load_config(args.config, ["events.path=/unused"]).features
     # The UI stays on: its REST API reports each stage's task CPU time.
-    spark = build_spark("bench-features", "local[2]",
-                        {"spark.ui.enabled": "true", "spark.ui.showConsoleProgress": "false"})
+    spark = session("bench-features", ui=True)
     exact = features.model_copy(update={"approximate_distinct": False})
     variants = {
         "spark countDistinct (naive)": lambda ev: naive(ev, exact),
@@ -175,7 +160,7 @@ def main() -> None:
             generate(folder, n, workers=2)
         glob = str(folder / "events" / "*.parquet")
         events = spark.read.parquet(str(folder / "events"))
-        events.groupBy(features.entity).count().write.format("noop").mode("overwrite").save()  # warm-up
+        noop(events.groupBy(features.entity).count())  # warm-up
         con = duckdb.connect()
         sql = duckdb_sql(features, glob)
         # DuckDB runs in this process: its CPU time is the process's (all threads).
@@ -183,9 +168,7 @@ def main() -> None:
         rows.append((n, "duckdb COUNT(DISTINCT) (baseline)", wall, cpu))
         print(f"# {n:,} duckdb: {wall:.2f} s, cpu {cpu:.2f} s", file=sys.stderr, flush=True)
         for label, build in variants.items():
-            wall, cpu = best_of(args.repeat,
-                                lambda: build(events).write.format("noop").mode("overwrite").save(),
-                                lambda: spark_cpu_seconds(spark))
+            wall, cpu = best_of(args.repeat, lambda: noop(build(events)), lambda: spark_cpu_seconds(spark))
             rows.append((n, label, wall, cpu))
             print(f"# {n:,} {label}: {wall:.2f} s, cpu {cpu:.2f} s", file=sys.stderr, flush=True)
         con.close()

@@ -28,21 +28,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from datetime import date
 from pathlib import Path
 
-import psutil
+from _common import GIB, ROOT, TreeSampler, append_section, machine, noop, parser, session
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "lib"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-GIB = 2**30
 TARGETS = {"end_to_end_100m_s": 30 * 60, "scaling_100m_over_10m": 11.0, "features_over_duckdb": 3.0,
            "driver_peak_gib_100m": 8.0}
 
@@ -52,46 +46,6 @@ def parse_size(text: str) -> int:
     text = text.strip().upper().replace("_", "")
     scale = {"K": 10**3, "M": 10**6, "G": 10**9}.get(text[-1:], 1)
     return int(float(text.rstrip("KMG")) * scale)
-
-
-class TreeSampler(threading.Thread):
-    """Every ``interval`` s: (time, driver RSS, worker RSS, 1-min load) of a process tree."""
-
-    def __init__(self, pid: int, interval: float = 0.5):
-        super().__init__(daemon=True)
-        self.root, self.interval, self.samples = psutil.Process(pid), interval, []
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            driver = workers = 0
-            try:
-                processes = [self.root, *self.root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                break
-            for process in processes:
-                try:
-                    rss = process.memory_info().rss
-                    is_worker = any("pyspark.daemon" in part or "pyspark.worker" in part
-                                    for part in process.cmdline())
-                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                    continue
-                if is_worker:
-                    workers += rss
-                else:
-                    driver += rss
-            self.samples.append((time.time(), driver, workers, os.getloadavg()[0]))
-            self._stop_event.wait(self.interval)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join()
-
-    def peaks(self, start: float = 0.0, end: float = float("inf")) -> tuple[float, float]:
-        """Peak driver and worker RSS in GiB between two wall-clock times."""
-        inside = [s for s in self.samples if start <= s[0] <= end] or self.samples[-1:]
-        return (max((s[1] for s in inside), default=0) / GIB,
-                max((s[2] for s in inside), default=0) / GIB)
 
 
 def measure(kind: str, args: argparse.Namespace, **options) -> tuple[dict, TreeSampler]:
@@ -134,12 +88,10 @@ def child_pipeline(args: argparse.Namespace) -> dict:
     from seglake.core.config import load_config
     from seglake.segmentation.features import aggregate_features
     from seglake.core.pipeline import run_stages
-    from seglake.core.session import build_spark
 
     events = Path(args.events_dir) / "events"
     config = load_config(args.config, [f"lakehouse={args.lakehouse}", f"events.path={events}"])
-    spark = build_spark("seglake-bench-pipeline", "local[2]",
-                        {**config.spark.conf, "spark.ui.showConsoleProgress": "false"})
+    spark = session("seglake-bench-pipeline", conf=config.spark.conf, ui=True)
     marks: list[float] = []
 
     def echo(line: str) -> None:
@@ -151,8 +103,7 @@ def child_pipeline(args: argparse.Namespace) -> dict:
     rows = [{"stage": r.stage, "seconds": r.seconds, "rows_in": r.rows_in, "rows_out": r.rows_out,
              "start": marks[2 * i], "end": marks[2 * i + 1]} for i, r in enumerate(results)]
     started = time.time()
-    aggregate_features(spark.read.parquet(str(events)), config.features) \
-        .write.format("noop").mode("overwrite").save()
+    noop(aggregate_features(spark.read.parquet(str(events)), config.features))
     rows.append({"stage": "features aggregation only (same Parquet, noop sink)",
                  "seconds": time.time() - started, "rows_in": None, "rows_out": None,
                  "start": started, "end": time.time()})
@@ -192,8 +143,7 @@ def report(runs: list[dict], args: argparse.Namespace) -> str:
     """The dated markdown section: per stage, per size, baselines, ratios and targets."""
     loads = [s[3] for run in runs for s in run["sampler"].samples]
     lines = [f"## Full users pipeline at scale — `bench/bench_pipeline.py` ({date.today()})", "",
-             f"Machine: {psutil.cpu_count()} cores, {psutil.virtual_memory().total / GIB:.0f} GiB, "
-             f"{platform.machine()}, Python {platform.python_version()}, Spark local[2]; 1-minute "
+             f"Machine: {machine()}, Spark local[2]; 1-minute "
              f"load average {min(loads, default=0):.1f}–{max(loads, default=0):.1f} during the run "
              f"(the machine is shared). Synthetic events: seed {args.seed}, corrupt rate "
              f"{args.corrupt_rate}. Memory = peak summed RSS: driver = Python driver + JVM (local "
@@ -278,7 +228,7 @@ def targets(runs: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--sizes", default=os.environ.get("BENCH_SIZES") or "1M,10M")
     ap.add_argument("--stages", default="", help="comma-separated stages (default: all)")
     ap.add_argument("--config", default=str(ROOT / "conf" / "tiktok_users.yaml"))
@@ -330,8 +280,7 @@ def main() -> None:
     section = report(runs, args)
     print(section)
     if args.markdown != "-":
-        with open(args.markdown, "a") as markdown:
-            markdown.write("\n" + section)
+        append_section(args.markdown, section)
 
 
 def _extrapolate_seed(runs: list[dict]) -> None:

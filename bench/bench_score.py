@@ -5,7 +5,7 @@ Usage: python bench/bench_score.py [--entities 1000000] [--train 100000] [--scra
 Run with the project's Python first on PATH (Spark's Python workers start ``python3``).
 
 Trains run ``train`` on ``--train`` synthetic entities (8 heavy-tailed features in 6 groups; sweep
-pinned to k=6, segment, density on a 5k sample), writes ``--entities`` new rows of the same
+pinned to k=6, density on a 5k sample, segment), writes ``--entities`` new rows of the same
 distribution as Parquet, then measures in one process:
 
 - baseline: scikit-learn doing the same work on the same rows already in pandas memory
@@ -21,25 +21,19 @@ Prints a markdown table for BENCHMARKS.md.
 
 from __future__ import annotations
 
-import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 from pyspark.sql import functions as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from seglake.core.config import load_config  # noqa: E402
-from seglake.segmentation.density import density  # noqa: E402
-from seglake.segmentation.score import load_scoring_model, score, score_entities  # noqa: E402
-from seglake.segmentation.segment import segment  # noqa: E402
-from seglake.core.session import build_spark  # noqa: E402
-from seglake.segmentation.sweep import sweep  # noqa: E402
-from seglake.core.tables import Tables  # noqa: E402
+from _common import blob_entities, entities_config, parser, print_measurements, scratch, session, timed_noop
+from seglake.core.tables import Tables
+from seglake.segmentation.density import density
+from seglake.segmentation.score import load_scoring_model, score, score_entities
+from seglake.segmentation.segment import segment
+from seglake.segmentation.sweep import sweep
 
 FEATURES = 8
 GROUPS = 6
@@ -48,23 +42,7 @@ GROUPS = 6
 def synthetic(spark, rows: int, seed: int):
     """Entities in ``GROUPS`` blobs of signed-log1p space, as heavy-tailed raw features."""
     centers = np.random.default_rng(0).uniform(0, 8, size=(GROUPS, FEATURES))
-    group = F.least(F.floor(F.rand(seed) * GROUPS), F.lit(GROUPS - 1)).cast("int")
-    frame = spark.range(rows).select(F.format_string(f"s{seed}-%09d", "id").alias("entity_id"),
-                                     group.alias("g"))
-    for j in range(FEATURES):
-        center = F.element_at(F.array(*[F.lit(float(v)) for v in centers[:, j]]), F.col("g") + 1)
-        frame = frame.withColumn(f"f{j}", F.expm1(center + F.randn(seed + j + 1) * 0.5))
-    return frame.drop("g")
-
-
-def timed_noop(df, repeat: int = 3) -> float:
-    """Best of ``repeat`` runs into the no-op sink (the machine is shared: best = least disturbed)."""
-    times = []
-    for _ in range(repeat):
-        started = time.monotonic()
-        df.write.format("noop").mode("overwrite").save()
-        times.append(time.monotonic() - started)
-    return min(times)
+    return blob_entities(spark, rows, centers, 0.5, seed, f"s{seed}-%09d", raw=F.expm1)
 
 
 def sklearn_baseline(train, batch) -> float:
@@ -87,27 +65,18 @@ def sklearn_baseline(train, batch) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--entities", type=int, default=1_000_000)
-    ap.add_argument("--train", type=int, default=100_000)
-    ap.add_argument("--scratch", default=None, help="scratch directory (default: a temp dir)")
-    args = ap.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="seglake-bench-score-", dir=args.scratch))
-    spark = build_spark("bench-score", "local[2]", {"spark.ui.enabled": "false",
-                                                     "spark.ui.showConsoleProgress": "false"})
+    args = parser(__doc__, scratch=True, entities=1_000_000, train=100_000).parse_args()
     rows: list[dict] = []
-    try:
-        (root / "bench.yaml").write_text(
-            f"name: bench\nlakehouse: {root / 'lake'}\n"
-            f"entities: {{path: {root / 'batch'}, format: parquet, id: entity_id}}\n"
-            "sweep: {k_min: 5, k_max: 6, k: 6, silhouette_sample: 2000}\n"
-            "density: {sample_size: 5000, stability_fraction: 0, umap: {n_components: 2}}\n")
-        config = load_config(root / "bench.yaml")
+    with scratch("score", args.scratch) as root, session("bench-score") as spark:
+        config = entities_config(
+            root, "bench", root / "lake", f"{{path: {root / 'batch'}, format: parquet, id: entity_id}}",
+            sweep="{k_min: 5, k_max: 6, k: 6, silhouette_sample: 2000}",
+            density="{sample_size: 5000, stability_fraction: 0, umap: {n_components: 2}}")
         tables = Tables.of(config)
         synthetic(spark, args.train, seed=1).write.format("delta").save(tables.entities)
         synthetic(spark, args.entities, seed=2).repartition(4).write.parquet(str(root / "batch"))
         started = time.monotonic()
-        for stage in (sweep, segment, density):
+        for stage in (sweep, density, segment):  # the pipeline's order
             print(f"# {stage(spark, config, 'train').line()}", file=sys.stderr, flush=True)
         print(f"# training took {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
 
@@ -132,17 +101,9 @@ def main() -> None:
         print(f"# {result.line()}", file=sys.stderr, flush=True)
         rows.append(dict(what="seglake `score` stage: read + type + score + Delta writes + drift + "
                               "reconcile", rows=args.entities, seconds=stage, ratio=stage / baseline))
-    finally:
-        spark.stop()
-        shutil.rmtree(root, ignore_errors=True)
     load = os.getloadavg()
     print(f"load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
-    print("| measurement | rows | seconds | rows/s | × baseline time |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for row in rows:
-        ratio = f"{row['ratio']:.2f}" if "ratio" in row else "1.00"
-        print(f"| {row['what']} | {row['rows']:,} | {row['seconds']:.1f} | "
-              f"{row['rows'] / row['seconds']:,.0f} | {ratio} |")
+    print_measurements(rows, no_ratio="1.00")
 
 
 if __name__ == "__main__":

@@ -15,11 +15,8 @@ BENCHMARKS.md, and the choice of k each side makes.
 """
 from __future__ import annotations
 
-import argparse
 import platform
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,11 +26,9 @@ from scipy.spatial.distance import cdist
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from seglake.core.config import load_config  # noqa: E402
-from seglake.core.session import build_spark  # noqa: E402
-from seglake.segmentation.sweep import choose_k, sweep  # noqa: E402
-from seglake.core.tables import Tables  # noqa: E402
+from _common import entities_config, parser, scratch, session
+from seglake.core.tables import Tables
+from seglake.segmentation.sweep import choose_k, sweep
 
 FEATURES = ["page_view", "like_count", "authors_viewed", "works_viewed", "avg_duration",
             "music_views", "complete_views", "cities_visited", "cities_of_works"]
@@ -82,10 +77,7 @@ def seglake_sweep(spark, frame: pd.DataFrame, root: Path, label: str) -> tuple[f
     """Write ``frame`` as silver/entities and run the sweep stage; returns seconds, k, reason, per-k sum."""
     folder = root / label
     folder.mkdir()
-    config_file = folder / "bench.yaml"
-    config_file.write_text(f"name: bench\nlakehouse: {folder / 'lakehouse'}\n"
-                           "entities: {path: unused, id: entity_id}\nsweep: {k_min: 2, k_max: 9}\n")
-    config = load_config(config_file)
+    config = entities_config(folder, "bench", folder / "lakehouse", sweep="{k_min: 2, k_max: 9}")
     spark.createDataFrame(frame).write.format("delta").save(Tables.of(config).entities)
     started = time.monotonic()
     result = sweep(spark, config, "bench")
@@ -96,15 +88,11 @@ def seglake_sweep(spark, frame: pd.DataFrame, root: Path, label: str) -> tuple[f
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__, scratch=True)
     ap.add_argument("--rows", type=int, default=40_000)
     ap.add_argument("--large", type=int, default=1_000_000, help="MLlib-only run (0 to skip)")
-    ap.add_argument("--scratch", default=None, help="scratch directory (default: a temp dir)")
     args = ap.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="seglake-bench-sweep-", dir=args.scratch))
-    spark = build_spark("bench-sweep", conf={"spark.ui.enabled": "false",
-                                             "spark.ui.showConsoleProgress": "false"})
-    try:
+    with scratch("sweep", args.scratch) as root, session("bench-sweep", master=None) as spark:
         small = users(args.rows)
         base_s, base_k, base_reason = seed_style(small)
         ours_s, ours_k, ours_reason, ours_per_k = seglake_sweep(spark, small, root, "small")
@@ -115,9 +103,6 @@ def main() -> None:
             large_s, large_k, _, large_per_k = seglake_sweep(spark, users(args.large, seed=1), root, "large")
             rows += [("seglake sweep stage (MLlib), whole stage", args.large, large_s, large_k),
                      ("seglake sweep stage (MLlib), k loop only", args.large, large_per_k, large_k)]
-    finally:
-        spark.stop()
-        shutil.rmtree(root, ignore_errors=True)
     print(f"\nk=2..9, 9 features; {platform.node()}, {platform.processor() or platform.machine()}, "
           f"Spark local[*]\n")
     print("| run | rows | seconds | scikit-learn seconds / these | chosen k |")

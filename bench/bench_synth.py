@@ -1,6 +1,6 @@
 """Benchmark seglake.synth.generate: throughput and extrapolated 100M-event time.
 
-Usage: python bench/bench_synth.py [--workers 2] [--full] [--keep DIR]
+Usage: python bench/bench_synth.py [--workers 2] [--full] [--scratch DIR]
 
 Runs 1M parquet, 1M csv and 10M parquet (``--full`` adds a real 100M parquet
 run) and prints a markdown table for BENCHMARKS.md. The 100M estimate scales
@@ -9,16 +9,13 @@ small next to the data).
 """
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from seglake import synth  # noqa: E402
+from _common import machine, parser, scratch
+from seglake import synth
 
 
 def _size_mb(paths: list[str]) -> float:
@@ -36,30 +33,25 @@ def run(events: int, fmt: str, workers: int, root: Path) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__, scratch=True)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--full", action="store_true", help="also run 100M parquet for real")
-    ap.add_argument("--scratch", default=None, help="scratch directory (default: a temp dir)")
     args = ap.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="seglake-bench-synth-", dir=args.scratch))
     # a 1M run is a single chunk, so extra workers could not help there
     cases = [(1_000_000, "parquet", 1), (1_000_000, "csv", 1),
              (10_000_000, "parquet", 1), (10_000_000, "parquet", args.workers)]
     if args.full:
         cases.append((100_000_000, "parquet", args.workers))
     rows = []
-    try:
+    with scratch("synth", args.scratch) as root:
         for events, fmt, workers in cases:
             row = run(events, fmt, workers, root)
             rows.append(row)
             print(f"# {events:,} {fmt} workers={workers}: {row['seconds']:.1f} s, "
                   f"{row['rate']:,.0f} events/s, {row['mb']:.0f} MiB", file=sys.stderr, flush=True)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     ten = rows[3]  # 10M parquet with all workers: the configuration used for 100M
     est = ten["seconds"] * 10
-    print(f"\nMachine: {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"corrupt_rate 0.001, chunk_events 1,000,000\n")
+    print(f"\nMachine: {machine(memory=False, arch=False)}, corrupt_rate 0.001, chunk_events 1,000,000\n")
     print("| step | events | format | workers | seconds | events/s | output MiB | note |")
     print("|---|---:|---|---:|---:|---:|---:|---|")
     for r in rows:

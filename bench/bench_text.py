@@ -15,27 +15,23 @@ Prints a markdown row for BENCHMARKS.md, all in the same process:
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 from datetime import date
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from seglake.core.config import TextClustersConfig, TextsSource  # noqa: E402
-from seglake.core.session import build_spark  # noqa: E402
-from seglake.usecases.text.clusters import embed_texts, embed_tfidf_svd, load_minilm, prepare_texts, read_texts  # noqa: E402
+from _common import ROOT, noop, parser, session
+from seglake.core.config import TextClustersConfig, TextsSource
+from seglake.usecases.text.clusters import embed_texts, embed_tfidf_svd, load_minilm, prepare_texts, read_texts
 
-CLAIMS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiktok_claims.csv"
+CLAIMS = ROOT.parent / "shared" / "data" / "tiktok_claims.csv"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--texts", type=int, default=15_267)
-    parser.add_argument("--master", default="local[2]")
-    args = parser.parse_args()
-    spark = build_spark("bench-text", args.master, {"spark.ui.enabled": "false"})
+    ap = parser(__doc__)
+    ap.add_argument("--texts", type=int, default=15_267)
+    ap.add_argument("--master", default="local[2]")
+    args = ap.parse_args()
+    spark = session("bench-text", args.master, progress=True)
     source = TextsSource(path=str(CLAIMS), id="video_id", text="video_transcription_text",
                          group="claim_status")
     texts = prepare_texts(read_texts(spark, source), source).limit(args.texts).cache()
@@ -51,7 +47,7 @@ def main() -> None:
     baseline, baseline_cpu = time.perf_counter() - started, time.process_time() - cpu
 
     started = time.perf_counter()
-    embed_texts(texts, TextClustersConfig()).write.format("noop").mode("overwrite").save()
+    noop(embed_texts(texts, TextClustersConfig()))
     seglake = time.perf_counter() - started
 
     started = time.perf_counter()

@@ -15,14 +15,10 @@
 
 from pyspark.sql import functions as F
 
-from seglake.core.config import load_config
-from seglake.notebook import gold, session, show, widget
 from seglake.core.pipeline import run_stages
+from seglake.notebook import gold, show, start
 
-config = load_config(widget("config", "../conf/movielens.yaml"),
-                     [o for o in widget("overrides", "").split(";") if o.strip()])
-run_id = widget("run_id", "notebook")
-spark = session("seglake-movielens")
+spark, config, run_id = start("../conf/movielens.yaml")
 
 # COMMAND ----------
 

@@ -11,14 +11,10 @@
 
 # COMMAND ----------
 
-from seglake.core.config import load_config
-from seglake.notebook import gold, session, show, widget
 from seglake.core.tracking import run_tracked
+from seglake.notebook import gold, show, start
 
-config = load_config(widget("config", "../conf/tiktok_claims.yaml"),
-                     [o for o in widget("overrides", "").split(";") if o.strip()])
-run_id = widget("run_id", "notebook")
-spark = session("seglake-tiktok_claims")
+spark, config, run_id = start("../conf/tiktok_claims.yaml")
 
 # COMMAND ----------
 

@@ -14,14 +14,10 @@
 
 # COMMAND ----------
 
-from seglake.core.config import load_config
-from seglake.notebook import gold, session, show, widget
 from seglake.core.pipeline import run_stages
+from seglake.notebook import gold, show, start, widget
 
-config = load_config(widget("config", "../conf/tiktok_hashtags.yaml"),
-                     [o for o in widget("overrides", "").split(";") if o.strip()])
-run_id = widget("run_id", "notebook")
-spark = session("seglake-tiktok_hashtags")
+spark, config, run_id = start("../conf/tiktok_hashtags.yaml")
 
 # COMMAND ----------
 

@@ -1,5 +1,6 @@
-"""End to end: synthetic users through every stage (by running the users notebook), the report, and
-a real browser opening it; then the other notebooks, each to its end on small data."""
+"""End to end: synthetic users through every stage (by running the segmentation notebook with the
+users config), the report, and a real browser opening it; then the same notebook with the authors and
+profiles configs and the claims notebook, each to its end on small data."""
 
 from __future__ import annotations
 
@@ -21,13 +22,14 @@ from seglake.core.tables import Tables
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_notebook(name: str, monkeypatch, overrides: list[str], run_id: str = "e2e"):
-    """Execute a Databricks source-format notebook as a script, the way CI runs every notebook."""
-    config = ROOT / "conf" / f"{name}.yaml"
+def run_notebook(notebook: str, config_name: str, monkeypatch, overrides: list[str], run_id: str = "e2e"):
+    """Execute ``notebooks/<notebook>.py`` (Databricks source format) as a script with the config
+    ``conf/<config_name>.yaml`` in its widgets' variables, the way CI runs every notebook."""
+    config = ROOT / "conf" / f"{config_name}.yaml"
     monkeypatch.setenv("SEGLAKE_CONFIG", str(config))
     monkeypatch.setenv("SEGLAKE_RUN_ID", run_id)
     monkeypatch.setenv("SEGLAKE_OVERRIDES", ";".join(overrides))
-    runpy.run_path(str(ROOT / "notebooks" / f"{name}.py"), run_name="__main__")
+    runpy.run_path(str(ROOT / "notebooks" / f"{notebook}.py"), run_name="__main__")
     return load_config(config, overrides)
 
 
@@ -36,7 +38,7 @@ def users_run(spark, tmp_path_factory):
     folder = tmp_path_factory.mktemp("users")
     generate(folder / "data", 40_000, seed=11, corrupt_rate=0.01)
     with pytest.MonkeyPatch.context() as monkeypatch:
-        config = run_notebook("tiktok_users", monkeypatch, [
+        config = run_notebook("segmentation", "tiktok_users", monkeypatch, [
             f"events.path={folder / 'data' / 'events'}", f"lakehouse={folder / 'lake'}",
             "density.sample_size=2000", "density.hdbscan.min_cluster_size=15"])
     return config, folder
@@ -86,18 +88,19 @@ def test_report_draws_every_chart_in_a_real_browser(users_run):
 
 
 @pytest.mark.slow
-def test_profiles_notebook_and_its_report(spark, tmp_path, monkeypatch):
+def test_segmentation_notebook_on_profiles_and_its_report(spark, tmp_path, monkeypatch, capsys):
     shared_file("tiktok_profiles.csv")
-    config = run_notebook("tiktok_profiles", monkeypatch, [f"lakehouse={tmp_path / 'lake'}"])
+    config = run_notebook("segmentation", "tiktok_profiles", monkeypatch, [f"lakehouse={tmp_path / 'lake'}"])
+    assert "tiktok_profiles: an entity table, no ingest" in capsys.readouterr().out  # the ingest cell skips
     descriptions = spark.read.format("delta").load(Tables.of(config).gold("descriptions"))
     assert descriptions.where("kind = 'cluster'").count() >= 2
     check_in_browser(report_path(config, "e2e"), "profiles")
 
 
 @pytest.mark.slow
-def test_authors_notebook_runs_to_the_end(spark, tmp_path, monkeypatch):
+def test_segmentation_notebook_on_authors_runs_to_the_end(spark, tmp_path, monkeypatch):
     generate(tmp_path / "data", 30_000, seed=3)
-    config = run_notebook("tiktok_authors", monkeypatch, [
+    config = run_notebook("segmentation", "tiktok_authors", monkeypatch, [
         f"events.path={tmp_path / 'data' / 'events'}", f"lakehouse={tmp_path / 'lake'}",
         "density.sample_size=1000"])
     assert report_path(config, "e2e").exists()
@@ -106,7 +109,7 @@ def test_authors_notebook_runs_to_the_end(spark, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_claims_notebook_runs_to_the_end(spark, tmp_path, monkeypatch):
     shared_file("tiktok_claims.csv")
-    config = run_notebook("tiktok_claims", monkeypatch, [
+    config = run_notebook("tiktok_claims", "tiktok_claims", monkeypatch, [
         f"lakehouse={tmp_path / 'lake'}", "classifier.models=[logistic_regression]"])
     metrics = spark.read.format("delta").load(Tables.of(config).gold("classifier_metrics")).toPandas()
     assert len(metrics) >= 1

@@ -2,14 +2,19 @@
 
 On Databricks, widgets come from ``dbutils.widgets`` and the session is the cluster's; elsewhere a
 widget falls back to the environment variable ``SEGLAKE_<NAME>`` and then to its default, and the
-session comes from :func:`seglake.core.session.build_spark`.
+session comes from :func:`seglake.core.session.build_spark`. Every notebook starts with
+:func:`start`, which reads the three common widgets and returns the session, config and run id.
 """
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from pyspark.sql import SparkSession
+
+if TYPE_CHECKING:
+    from seglake.core.config import SeglakeConfig
 
 
 def _dbutils():
@@ -35,6 +40,49 @@ def session(app_name: str) -> SparkSession:
     from seglake.core.session import build_spark
 
     return build_spark(app_name)
+
+
+def start(default_config: str) -> tuple[SparkSession, SeglakeConfig, str]:
+    """The first cell of every notebook: the session, the config and the run id from the widgets.
+
+    Reads the ``config``, ``run_id`` and ``overrides`` widgets (outside Databricks:
+    ``SEGLAKE_CONFIG``, ``SEGLAKE_RUN_ID`` and ``SEGLAKE_OVERRIDES``, see :func:`widget`), loads
+    and validates the config with the overrides applied, and builds (or joins) the session named
+    ``seglake-<config name>``.
+
+    Parameters
+    ----------
+    default_config : str
+        The config file when the ``config`` widget is not set, e.g. ``"../conf/tiktok_users.yaml"``
+        (relative to the notebook's folder, a Databricks notebook's working directory).
+
+    Returns
+    -------
+    spark : SparkSession
+        The cluster's session on Databricks, else a local one with Delta enabled.
+    config : SeglakeConfig
+        The validated config.
+    run_id : str
+        The ``run_id`` widget, ``"notebook"`` by default; the same id replaces that run's rows.
+
+    Raises
+    ------
+    SeglakeError
+        For a missing or invalid config file or a bad override, naming the file and key.
+
+    Examples
+    --------
+    >>> spark, config, run_id = start("../conf/tiktok_users.yaml")  # doctest: +SKIP
+
+    With ``SEGLAKE_OVERRIDES="lakehouse=/tmp/lake;sweep.k_max=12"`` (or the same text in the
+    ``overrides`` widget) both keys are overridden: overrides are ``;``-separated ``key=value``.
+    """
+    from seglake.core.config import load_config
+
+    overrides = [o for o in widget("overrides", "").split(";") if o.strip()]
+    config = load_config(widget("config", default_config), overrides)
+    run_id = widget("run_id", "notebook")
+    return session(f"seglake-{config.name}"), config, run_id
 
 
 def show(frame, rows: int = 20) -> None:
