@@ -1,0 +1,320 @@
+"""The segmentation sections of a run report: choice of k, segments, density map, SHAP, ingest.
+
+Each ``*_section`` is a :data:`~seglake.report.sections.Section`; :data:`SEGMENTATION_SECTIONS` is
+their page order for an events or entities config. The ``*_figure`` functions are pure (pandas in,
+a plotly figure out).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from pyspark.sql import functions as F
+
+from seglake.core.errors import SeglakeError
+from seglake.report.html import (
+    NOISE_COLOUR,
+    colour,
+    figure_html,
+    mark_chosen_k,
+    missing,
+    reason_html,
+    section,
+    table_html,
+)
+from seglake.report.sections import Rendered, ReportRun, Section
+
+MAP_POINTS = 20_000  # plotted sample points: enough to see every cluster, light enough for a browser
+GOLD_TABLES = ("sweep", "runs", "profiles", "cluster_quality", "explanations", "descriptions")
+SWEEP_COLUMNS = ("k", "wssse", "sse", "silhouette", "silhouette_exact", "min_cluster_share", "chosen")
+
+
+# ---------------------------------------------------------------- figures
+
+
+def sweep_figure(sweep: pd.DataFrame) -> go.Figure:
+    """SSE and silhouette over k on two axes, the chosen k marked (the seed's 'Clustering effect').
+
+    Parameters
+    ----------
+    sweep : pandas.DataFrame
+        ``gold/sweep`` rows: ``k``, ``sse``, ``silhouette``, ``chosen`` and optionally
+        ``silhouette_exact``.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+
+    Examples
+    --------
+    >>> sweep = pd.DataFrame({"k": [3, 2], "sse": [1.0, 2.0], "silhouette": [0.6, 0.4],
+    ...                       "chosen": [True, False]})
+    >>> fig = sweep_figure(sweep)
+    >>> [t.name for t in fig.data], fig.data[0].x.tolist(), fig.layout.annotations[0].text
+    (['SSE (mean distance to center)', 'silhouette (MLlib)'], [2, 3], 'chosen k=3')
+    """
+    sweep = sweep.sort_values("k")
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Scatter(x=sweep["k"], y=sweep["sse"], name="SSE (mean distance to center)",
+                             mode="lines+markers"), secondary_y=False)
+    fig.add_trace(go.Scatter(x=sweep["k"], y=sweep["silhouette"], name="silhouette (MLlib)",
+                             mode="lines+markers"), secondary_y=True)
+    if "silhouette_exact" in sweep:
+        fig.add_trace(go.Scatter(x=sweep["k"], y=sweep["silhouette_exact"], name="silhouette (exact, sample)",
+                                 mode="lines+markers", line={"dash": "dot"}), secondary_y=True)
+    mark_chosen_k(fig, sweep)
+    fig.update_layout(title="Clustering effect", xaxis_title="k", height=420, legend={"orientation": "h"})
+    fig.update_yaxes(title_text="SSE", secondary_y=False)
+    fig.update_yaxes(title_text="silhouette", secondary_y=True)
+    return fig
+
+
+def size_figure(sizes: pd.DataFrame, label: str) -> go.Figure:
+    """Bars of segment sizes with their shares.
+
+    Parameters
+    ----------
+    sizes : pandas.DataFrame
+        One row per segment: ``label``, ``size`` and ``share`` (0-1).
+    label : str
+        The segment column, also the x axis title (``"segment"``).
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+
+    Examples
+    --------
+    >>> sizes = pd.DataFrame({"segment": [0, 1], "size": [30, 10], "share": [0.75, 0.25]})
+    >>> fig = size_figure(sizes, "segment")
+    >>> fig.layout.title.text, list(fig.data[0].text)
+    ('Segment sizes', ['75.0%', '25.0%'])
+    """
+    fig = go.Figure(go.Bar(x=sizes[label].astype(str), y=sizes["size"],
+                           text=[f"{s:.1%}" for s in sizes["share"]], textposition="outside"))
+    fig.update_layout(title=f"{label.capitalize()} sizes", xaxis_title=label, yaxis_title="entities", height=380)
+    return fig
+
+
+def distribution_figure(profiles: pd.DataFrame) -> go.Figure:
+    """Per-segment p10–median–p90 of every raw feature, on log axes (features are heavy-tailed).
+
+    Parameters
+    ----------
+    profiles : pandas.DataFrame
+        ``gold/profiles`` rows: ``segment``, ``feature``, ``p10``, ``median``, ``p90``.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        One panel per feature, three panels a row.
+
+    Examples
+    --------
+    >>> profiles = pd.DataFrame({"segment": [0, 1, 0, 1], "feature": ["a", "a", "b", "b"],
+    ...                          "p10": [0.0, 1.0, 2.0, 3.0], "median": [0.0, 2.0, 4.0, 6.0],
+    ...                          "p90": [1.0, 3.0, 8.0, 9.0]})
+    >>> fig = distribution_figure(profiles)
+    >>> len(fig.data), float(fig.data[0].y[0])  # a zero median sits at the log floor
+    (2, 0.001)
+    """
+    features = list(dict.fromkeys(profiles["feature"]))
+    cols = 3
+    rows = math.ceil(len(features) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=features)
+    for i, feature in enumerate(features):
+        part = profiles[profiles["feature"] == feature].sort_values("segment")
+        floor = 1e-3  # log axes cannot show zero: a zero median is drawn at the floor
+        median = part["median"].clip(lower=floor)
+        fig.add_trace(go.Scatter(
+            x=part["segment"].astype(str), y=median, mode="markers", showlegend=False,
+            marker={"color": [colour(s) for s in part["segment"]], "size": 9},
+            error_y={"type": "data", "symmetric": False,
+                     "array": (part["p90"].clip(lower=floor) - median).clip(lower=0),
+                     "arrayminus": (median - part["p10"].clip(lower=floor)).clip(lower=0)},
+            hovertemplate="segment %{x}<br>median %{y:,.3g}<extra>" + html.escape(feature) + "</extra>",
+        ), row=i // cols + 1, col=i % cols + 1)
+        fig.update_yaxes(type="log", row=i // cols + 1, col=i % cols + 1)
+    fig.update_layout(title="Feature distributions per segment (p10 – median – p90, log scale)",
+                      height=300 * rows)
+    return fig
+
+
+def map_figure(points: pd.DataFrame) -> go.Figure:
+    """The 2-D UMAP map of the sample, coloured by density cluster (noise in grey).
+
+    Parameters
+    ----------
+    points : pandas.DataFrame
+        ``gold/clusters`` sample rows: ``x``, ``y``, ``cluster`` (-1: noise), ``entity_id``,
+        ``group``, ``cluster_probability``.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        One trace per cluster.
+
+    Examples
+    --------
+    >>> points = pd.DataFrame({"x": [0.0, 1.0], "y": [0.0, 1.0], "cluster": [-1, 0],
+    ...                        "entity_id": ["a", "b"], "group": [1, 1], "cluster_probability": [0.0, 0.9]})
+    >>> [t.name for t in map_figure(points).data]
+    ['noise', 'cluster 0']
+    """
+    fig = go.Figure()
+    for cluster, part in points.groupby("cluster"):
+        fig.add_trace(go.Scattergl(
+            x=part["x"], y=part["y"], mode="markers", name="noise" if cluster == -1 else f"cluster {cluster}",
+            marker={"size": 4, "color": NOISE_COLOUR if cluster == -1 else colour(cluster), "opacity": 0.7},
+            customdata=part[["entity_id", "group", "cluster_probability"]].to_numpy(),
+            hovertemplate="%{customdata[0]}<br>group %{customdata[1]}<br>probability %{customdata[2]:.2f}",
+        ))
+    fig.update_layout(title="2-D map of the sample (UMAP), coloured by cluster", height=560)
+    return fig
+
+
+def shap_figure(part: pd.DataFrame, title: str) -> go.Figure:
+    """Horizontal bars of mean |SHAP| for one target's top features, coloured by direction.
+
+    Parameters
+    ----------
+    part : pandas.DataFrame
+        One target's ``gold/explanations`` rows: ``feature``, ``rank``, ``mean_abs_shap`` and
+        ``direction`` (``"higher"`` in red, else blue).
+    title : str
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        The rank-1 feature on top.
+
+    Examples
+    --------
+    >>> part = pd.DataFrame({"feature": ["likes", "posts"], "rank": [1, 2],
+    ...                      "mean_abs_shap": [0.9, 0.2], "direction": ["higher", "lower"]})
+    >>> list(shap_figure(part, "segment 0").data[0].y)
+    ['posts', 'likes']
+    """
+    part = part.sort_values("rank", ascending=False)
+    colours = ["#d62728" if d == "higher" else "#1f77b4" for d in part["direction"]]
+    fig = go.Figure(go.Bar(x=part["mean_abs_shap"], y=part["feature"], orientation="h",
+                           marker_color=colours, text=part["direction"], textposition="auto"))
+    fig.update_layout(title=title, height=90 + 28 * len(part), margin={"l": 10, "r": 10, "t": 40, "b": 30},
+                      xaxis_title="mean |SHAP|")
+    return fig
+
+
+# ---------------------------------------------------------------- sections
+
+
+def require_gold_rows(run: ReportRun) -> Rendered:
+    """Refuse a run without a single row in the segmentation gold tables (no HTML of its own).
+
+    Raises
+    ------
+    SeglakeError
+        None of ``gold/{sweep,runs,profiles,cluster_quality,explanations,descriptions}`` has rows
+        for the run: its stages have not run.
+    """
+    if all(run.gold(name) is None for name in GOLD_TABLES):
+        raise SeglakeError(f"no gold rows for run '{run.run_id}' under {run.tables.root}/gold: "
+                           "run its stages first")
+    return Rendered([], 0)
+
+
+def choice_of_k_section(run: ReportRun) -> Rendered:
+    """'Choice of k': the chosen k's reason, :func:`sweep_figure` and the sweep table."""
+    sweep = run.gold("sweep")
+    if sweep is None:
+        return Rendered([section("Choice of k", missing("the sweep stage"))], 0)
+    shown = [c for c in SWEEP_COLUMNS if c in sweep]
+    body = reason_html(sweep) + figure_html(sweep_figure(sweep)) + table_html(sweep.sort_values("k")[shown])
+    return Rendered([section("Choice of k", body)], 1)
+
+
+def segments_section(run: ReportRun) -> Rendered:
+    """Segment sizes and per-feature means in original units, sizes and distributions charted."""
+    profiles = run.gold("profiles")
+    if profiles is None:
+        return Rendered([section("Segments", missing("the segment stage"))], 0)
+    sizes = profiles.drop_duplicates("segment")[["segment", "size", "share"]].sort_values("segment")
+    wide = profiles.pivot(index="segment", columns="feature", values="mean").reset_index()
+    wide = sizes.merge(wide, on="segment")
+    body = (table_html(wide) + figure_html(size_figure(sizes, "segment"))
+            + figure_html(distribution_figure(profiles)))
+    return Rendered([section("Segments in original units (mean per feature)", body)], 2)
+
+
+def density_section(run: ReportRun) -> Rendered:
+    """The 2-D map of at most :data:`MAP_POINTS` sampled entities and the surrogate's fidelity."""
+    clusters = run.rows(run.tables.gold("clusters"))
+    points = None
+    if clusters is not None:
+        sample = clusters.where(F.col("in_sample"))
+        points = sample.orderBy(F.rand(0)).limit(MAP_POINTS).toPandas()  # bounded by MAP_POINTS
+    if points is None or not len(points):
+        return Rendered([section("Density clusters", missing("the density stage"))], 0)
+    quality = run.gold("cluster_quality")
+    body = figure_html(map_figure(points)) + (table_html(quality) if quality is not None else "")
+    return Rendered([section("Density clusters and surrogate fidelity", body)], 1)
+
+
+def explain_section(run: ReportRun) -> Rendered:
+    """Per segment and cluster: its description, the surrogate's F1 and its top SHAP features."""
+    explanations, descriptions = run.gold("explanations"), run.gold("descriptions")
+    if explanations is None or descriptions is None:
+        return Rendered([section("Explanations", missing("the explain stage"))], 0)
+    blocks, charts = [], 0
+    for row in descriptions.sort_values(["kind", "target"]).itertuples(index=False):
+        part = explanations[(explanations["kind"] == row.kind) & (explanations["target"] == row.target)]
+        part = part[part["rank"] <= run.config.explain.top_features + 2]
+        scores = part.iloc[0] if len(part) else None
+        score_text = (f"F1 {scores['f1']:.2f} (precision {scores['precision']:.2f}, recall "
+                      f"{scores['recall']:.2f})" if scores is not None else "")
+        chart = figure_html(shap_figure(part, f"{row.kind} {row.target}")) if len(part) else ""
+        charts += 1 if len(part) else 0
+        blocks.append(f"<div class='explain'><div class='text'><p>{html.escape(row.description)}</p>"
+                      f"<p class='score'>{score_text}</p></div><div class='chart'>{chart}</div></div>")
+    return Rendered([section("Why each group exists (one-vs-rest XGBoost + SHAP)", "".join(blocks))], charts)
+
+
+def ingest_section(run: ReportRun) -> Rendered:
+    """'Ingest reconciliation': input rows = bronze + quarantine over the logged files, and the
+    quarantine reasons (a ready entity table has no ingest: the section says so)."""
+    return Rendered([section("Ingest reconciliation", ingest_html(run))], 0)
+
+
+def ingest_html(run: ReportRun) -> str:
+    """The body of :func:`ingest_section`, from ``bronze/ingest_log`` and ``bronze/quarantine``."""
+    log = run.table(run.tables.ingest_log, "ingest")
+    if log is None:
+        return missing("an ingest (the source is a ready entity table)")
+    totals = log.agg(F.count("*").alias("files"), F.sum("input_rows").alias("input_rows"),
+                     F.sum("bronze_rows").alias("bronze_rows"),
+                     F.sum("quarantined_rows").alias("quarantined_rows")).toPandas()
+    quarantine = run.table(run.tables.quarantine, "ingest")
+    reasons = (quarantine.select(F.split("reason", ";")[0].alias("reason")).groupBy("reason").count()
+               .orderBy(F.desc("count")).toPandas()) if quarantine is not None else None
+    row = totals.iloc[0]
+    balanced = int(row["input_rows"] or 0) == int(row["bronze_rows"] or 0) + int(row["quarantined_rows"] or 0)
+    verdict = "reconciled" if balanced else "does NOT reconcile"
+    text = (f"<p>input {int(row['input_rows'] or 0):,} rows = bronze {int(row['bronze_rows'] or 0):,} + "
+            f"quarantine {int(row['quarantined_rows'] or 0):,} ({verdict}) over {int(row['files'])} files.</p>")
+    return text + (table_html(reasons) if reasons is not None and len(reasons) else "<p>No rows quarantined.</p>")
+
+
+def run_record_section(run: ReportRun) -> Rendered:
+    """'Run record': the run's ``gold/runs`` rows (nothing when the run has none)."""
+    runs = run.gold("runs")
+    return Rendered([section("Run record", table_html(runs))] if runs is not None else [], 0)
+
+
+SEGMENTATION_SECTIONS: tuple[Section, ...] = (
+    require_gold_rows, choice_of_k_section, segments_section, density_section, explain_section,
+    ingest_section, run_record_section,
+)
+"""The page of an events or entities config, in order (the default of ``build_report``)."""
