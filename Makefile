@@ -52,7 +52,7 @@ browser:
 # The tests, plus the examples in the docstrings of lib/seglake (they share the tests' one SparkSession,
 # given to them as `spark` by the root conftest.py: run them with pytest, not `python -m doctest`).
 test: setup browser
-	$(BIN)/python -m pytest --doctest-modules lib/seglake tests
+	$(BIN)/python -m pytest --doctest-modules --durations=40 lib/seglake tests
 
 # Synthetic events through every users stage beside DuckDB and the seed's pandas way; appends a dated
 # section to BENCHMARKS.md. Add 100M with `make bench BENCH_SIZES=1M,10M,100M` (see BENCHMARKS.md).

@@ -17,7 +17,9 @@ from seglake.core.config import load_config
 from seglake.segmentation.density import (allocate, clustering_space, cluster_group, density,
                              worker_numba_cache)
 from seglake.core.errors import SeglakeError
+from seglake.segmentation.segment import segment
 from seglake.segmentation.surrogate import load_booster
+from seglake.segmentation.sweep import sweep
 from seglake.core.tables import Tables
 
 BLOB_SIZES = [700, 500, 400, 350, 250, 200]  # unequal groups, 2,400 entities
@@ -36,9 +38,10 @@ def blob_entities(sizes=BLOB_SIZES, features: int = 8, seed: int = 3) -> pd.Data
     return frame
 
 
-def density_config(tmp_path: Path, lakehouse: Path, density: str, explain: str = ""):
+def density_config(tmp_path: Path, lakehouse: Path, density: str, explain: str = "", sweep: str = ""):
     text = (f"name: t\nlakehouse: {lakehouse}\nentities: {{path: unused.csv, id: entity_id}}\n"
-            f"density: {density}\n" + (f"explain: {explain}\n" if explain else ""))
+            f"density: {density}\n" + (f"explain: {explain}\n" if explain else "")
+            + (f"sweep: {sweep}\n" if sweep else ""))
     return load_config(write_config(tmp_path, text))
 
 
@@ -47,13 +50,6 @@ def write_entities(spark, config, frame: pd.DataFrame) -> None:
     columns = [c for c in frame.columns if c not in ("truth", "segment")]
     spark.createDataFrame(frame[columns]).write.format("delta").mode("overwrite").save(
         Tables.of(config).entities)
-
-
-def write_segments(spark, config, frame: pd.DataFrame, run_id: str) -> None:
-    rows = frame[["entity_id", "segment"]].assign(run_id=run_id, distance=0.0)
-    spark.createDataFrame(rows[["run_id", "entity_id", "segment", "distance"]]).write.format(
-        "delta").mode("overwrite").partitionBy("run_id", "segment").save(
-        Tables.of(config).gold("segments"))
 
 
 def read_clusters(spark, config, run_id: str) -> pd.DataFrame:
@@ -111,7 +107,7 @@ def test_density_matches_umap_hdbscan_and_assigns_everyone(spark, tmp_path, lake
     rows = frame.set_index("entity_id").loc[sampled["entity_id"], features].to_numpy()
     embedding = umap.UMAP(n_neighbors=15, n_components=2, min_dist=0.0, n_epochs=200,
                           random_state=7).fit_transform(clustering_space(rows))
-    direct = hdbscan.HDBSCAN(min_cluster_size=40).fit(embedding).labels_
+    direct = hdbscan.HDBSCAN(min_cluster_size=40, approx_min_span_tree=False).fit(embedding).labels_
     ours = adjusted_rand_score(sampled["truth"], sampled["cluster"])
     assert ours == pytest.approx(adjusted_rand_score(sampled["truth"], direct), abs=0.03)
     assert ours > 0.9
@@ -133,17 +129,23 @@ def test_density_matches_umap_hdbscan_and_assigns_everyone(spark, tmp_path, lake
 def test_grouped_density_keeps_cluster_ids_apart_and_checks_model_files(spark, tmp_path, lakehouse):
     config = density_config(tmp_path, lakehouse, "{sample_size: 1000, group_by: segment, umap: "
                             "{n_neighbors: 15, n_components: 3, n_epochs: 100}, "
-                            "hdbscan: {min_cluster_size: 25}, stability_fraction: 0}")
+                            "hdbscan: {min_cluster_size: 25}, stability_fraction: 0}",
+                            sweep="{k: 2, k_min: 2, k_max: 3, silhouette_sample: 400}")
     frame = blob_entities([300, 250, 200, 200, 150, 100], features=6)
-    frame["segment"] = (frame["truth"] >= 3).astype(int)  # KMeans-like split: blobs 0-2 and 3-5
     write_entities(spark, config, frame)
-    with pytest.raises(SeglakeError, match="run the segment stage"):
+    with pytest.raises(SeglakeError, match="run the sweep stage first"):
         density(spark, config, "g1")
-    write_segments(spark, config, frame, "g1")
+    sweep(spark, config, "g1")
 
     result = density(spark, config, "g1")
-    clusters = read_clusters(spark, config, "g1").merge(frame[["entity_id", "segment"]], on="entity_id")
+    segment(spark, config, "g1")  # the segment stage owns the KMeans labels: groups must be them
+    segments = spark.read.format("delta").load(Tables.of(config).gold("segments")).where(
+        "run_id = 'g1'").select("entity_id", "segment").toPandas()
+    clusters = read_clusters(spark, config, "g1").merge(segments, on="entity_id").merge(
+        frame[["entity_id", "truth"]], on="entity_id")
+    assert len(clusters) == len(frame) and set(clusters["segment"]) == {0, 1}
     assert (clusters["group"] == clusters["segment"]).all()
+    assert (clusters.groupby("truth")["group"].nunique() == 1).all()  # KMeans keeps each blob whole
     clustered = clusters[clusters["cluster"] != -1]
     assert (clustered["cluster"] // 1000 == clustered["group"]).all()
     assert clustered["cluster"].nunique() == 6

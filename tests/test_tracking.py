@@ -150,7 +150,7 @@ def test_rerun_replaces_the_mlflow_run_without_duplicate_steps(spark, tracked):
 @pytest.mark.slow
 def test_a_failing_stage_leaves_a_failed_run_and_raises_its_own_error(spark, tracked):
     folder, config, _, _ = tracked
-    with pytest.raises(SeglakeError, match="run the sweep stage first"):
+    with pytest.raises(SeglakeError, match="run the .sweep. stage first"):
         run_tracked(spark, config, ["segment"], "r2", echo=lambda line: None)
     _, (run,) = mlflow_runs(config, "r2")
     assert run.info.status == "FAILED"

@@ -286,8 +286,13 @@ def create_empty(frame: DataFrame, path: str) -> None:
     try:
         DeltaTable.createIfNotExists(spark).location(path).addColumns(frame.schema).execute()
     except Exception:
-        if not delta_exists(spark, path):
-            raise
+        # Another writer may be between creating the folder and its first commit (Delta then says
+        # DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION): wait for that commit rather than fail.
+        deadline = time.monotonic() + 60
+        while not delta_exists(spark, path):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def replace_rows(frame: DataFrame, path: str, predicate: str) -> None:
