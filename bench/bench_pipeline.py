@@ -101,6 +101,7 @@ def child_pipeline(args: argparse.Namespace) -> dict:
     stages = args.stages.split(",") if args.stages else None
     results = run_stages(spark, config, stages, "bench", echo)
     rows = [{"stage": r.stage, "seconds": r.seconds, "rows_in": r.rows_in, "rows_out": r.rows_out,
+             "jobs": r.cost.jobs, "spark_stages": r.cost.stages, "commits": r.cost.commits,
              "start": marks[2 * i], "end": marks[2 * i + 1]} for i, r in enumerate(results)]
     started = time.time()
     noop(aggregate_features(spark.read.parquet(str(events)), config.features))
@@ -148,8 +149,9 @@ def report(runs: list[dict], args: argparse.Namespace) -> str:
              f"(the machine is shared). Synthetic events: seed {args.seed}, corrupt rate "
              f"{args.corrupt_rate}. Memory = peak summed RSS: driver = Python driver + JVM (local "
              "mode: executors inside it), workers = forked Python workers.", "",
-             "| events | stage | seconds | rows in | rows out | rows/s | driver peak GiB | "
-             "workers peak GiB |", "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| events | stage | seconds | Spark jobs | Spark stages | Delta commits | rows in | rows out "
+             "| rows/s | driver peak GiB | workers peak GiB |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for run in runs:
         n, sampler = run["events"], run["sampler"]
         for stage in run["pipeline"]["stages"]:
@@ -157,11 +159,15 @@ def report(runs: list[dict], args: argparse.Namespace) -> str:
             # events/s where the stage reads events, entities/s once there is one row per entity
             per_event = stage["stage"] in ("ingest", "features") or stage["rows_in"] is None
             rate = (n if per_event else run["entities"]) / max(stage["seconds"], 1e-9)
-            lines.append(f"| {n:,} | {stage['stage']} | {stage['seconds']:.1f} | {_count(stage['rows_in'])} "
+            lines.append(f"| {n:,} | {stage['stage']} | {stage['seconds']:.1f} | {_count(stage.get('jobs'))} "
+                         f"| {_count(stage.get('spark_stages'))} | {_count(stage.get('commits'))} "
+                         f"| {_count(stage['rows_in'])} "
                          f"| {_count(stage['rows_out'])} | {rate:,.0f}{'' if per_event else ' entities/s'} "
                          f"| {driver:.2f} | {workers:.2f} |")
         driver, workers = sampler.peaks()
-        lines.append(f"| {n:,} | **all stages** | **{run['total']:.1f}** | {n:,} | {run['entities']:,} "
+        counted = [s for s in run["pipeline"]["stages"] if s.get("jobs") is not None]
+        totals = " | ".join(f"**{sum(s[key] for s in counted):,}**" for key in ("jobs", "spark_stages", "commits"))
+        lines.append(f"| {n:,} | **all stages** | **{run['total']:.1f}** | {totals} | {n:,} | {run['entities']:,} "
                      f"| {n / run['total']:,.0f} | {driver:.2f} | {workers:.2f} |")
     lines += ["", "Baselines on the same Parquet, each in its own process (features = per-user "
               "aggregation; sweep = filter, scaling, KMeans k range with silhouettes). Ratios are seglake's "

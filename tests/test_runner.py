@@ -8,6 +8,7 @@ from conftest import write_config
 from seglake.core.config import load_config
 from seglake.core.errors import SeglakeError
 from seglake.core.pipeline import PIPELINES, run_stages, stages_for
+from seglake.core.tables import Tables
 
 
 def _entities_config(tmp_path, lakehouse):
@@ -70,3 +71,24 @@ def test_inputs_written_by_an_earlier_planned_stage_pass_the_check(spark, tmp_pa
     with pytest.raises(SeglakeError) as err:  # silver exists now; the model files still do not
         run_stages(spark, config, ["density", "segment"], "r1", echo=lambda line: None)
     assert "stage 'segment'" in str(err.value) and "models/manifest.json" in str(err.value)
+
+
+def test_each_stage_says_and_records_the_spark_jobs_stages_and_delta_commits_it_cost(
+        spark, tmp_path, lakehouse):
+    config = _entities_config(tmp_path, lakehouse)
+    lines: list[str] = []
+    [features] = run_stages(spark, config, ["features"], "r1", echo=lines.append)
+    cost = features.cost
+    assert cost.jobs >= 1 and cost.stages >= 1 and cost.tasks >= cost.stages
+    assert cost.commits == 1  # silver/entities replaced in one commit
+    assert f"{cost.jobs} Spark jobs, {cost.stages} stages, {cost.tasks} tasks, 1 Delta commit" in lines[-1]
+    # Not counted: jobs of this session outside the stage.
+    spark.range(5).count()
+    [row] = spark.read.format("delta").load(Tables.of(config).gold("runs")).collect()
+    assert (row.stage, row.spark_jobs, row.spark_stages, row.spark_tasks, row.delta_commits) == (
+        "features", cost.jobs, cost.stages, cost.tasks, 1)
+    assert row.rows_out == 2 and row.seconds == features.seconds
+
+    again = run_stages(spark, config, ["features"], "r1", echo=lambda line: None)  # re-run: replaced
+    runs = spark.read.format("delta").load(Tables.of(config).gold("runs")).collect()
+    assert len(runs) == 1 and runs[0].seconds == again[0].seconds

@@ -18,8 +18,10 @@ from datetime import datetime, timezone
 from pyspark.sql import SparkSession
 
 from seglake.core.config import SeglakeConfig, check_run_id
-from seglake.core.errors import SeglakeError
+from seglake.core.costs import counting
+from seglake.core.errors import SeglakeError, first_line
 from seglake.core.stages import StageResult
+from seglake.core.tables import record_costs
 
 StageFunction = Callable[[SparkSession, SeglakeConfig, str], StageResult]
 
@@ -273,13 +275,25 @@ def run_stages(
     check_inputs(spark, config, names, run_id)
     by_name = {s.name: s for s in pipeline_for(config)}
     results = []
-    for name in names:
-        echo(f"[{name}] start: {config.name}, run {run_id}")
-        started = time.monotonic()
-        result = by_name[name].load()(spark, config, run_id)
-        result.seconds = time.monotonic() - started
-        echo(result.line())
-        results.append(result)
-        if on_stage is not None:
-            on_stage(result)
+    failed = True
+    try:
+        for name in names:
+            echo(f"[{name}] start: {config.name}, run {run_id}")
+            started = time.monotonic()
+            with counting(spark, name) as cost:
+                result = by_name[name].load()(spark, config, run_id)
+            result.seconds, result.cost = time.monotonic() - started, cost
+            echo(result.line())
+            results.append(result)
+            if on_stage is not None:
+                on_stage(result)
+        failed = False
+    finally:
+        # What each finished stage cost, in gold/runs: one commit for the run, after its stages.
+        try:
+            record_costs(spark, config, run_id, results)
+        except Exception as err:
+            if not failed:
+                raise
+            echo(f"[run] could not record the finished stages' costs in gold/runs: {first_line(err)}")
     return results

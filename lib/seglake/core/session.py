@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from seglake.core.costs import RETAINED
 from seglake.core.jars import delta_jars
 
 DELTA_CONF = {
@@ -85,6 +86,7 @@ def build_spark(
     elif master:
         builder = builder.master(master)
     settings["spark.executorEnv.NUMBA_CACHE_DIR"] = os.environ["NUMBA_CACHE_DIR"]
+    settings.update(RETAINED)  # so that each stage's Spark jobs can be counted whole
     settings.update(conf or {})
     for key, value in settings.items():
         builder = builder.config(key, value)

@@ -34,6 +34,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from seglake.core.config import SeglakeConfig, check_run_id
+from seglake.core.costs import committed
 from seglake.core.errors import SeglakeError, first_line
 
 
@@ -263,6 +264,7 @@ def overwrite_table(frame: DataFrame, path: str, run_id: str) -> None:
         if existing and "delta.columnMapping.mode" not in existing.properties:
             spark.sql(f"ALTER TABLE delta.`{path.replace('`', '``')}` SET TBLPROPERTIES ("
                       + ", ".join(f"'{k}' = '{v}'" for k, v in COLUMN_MAPPING.items()) + ")")
+            committed()
         writer = writer.options(**COLUMN_MAPPING)
     retry_conflicts(lambda: writer.save(path), path)
 
@@ -285,6 +287,7 @@ def create_empty(frame: DataFrame, path: str) -> None:
         return
     try:
         DeltaTable.createIfNotExists(spark).location(path).addColumns(frame.schema).execute()
+        committed()
     except Exception:
         # Another writer may be between creating the folder and its first commit (Delta then says
         # DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION): wait for that commit rather than fail.
@@ -298,14 +301,24 @@ def create_empty(frame: DataFrame, path: str) -> None:
 def replace_rows(frame: DataFrame, path: str, predicate: str) -> None:
     """Replace the rows matching ``predicate`` (SQL text) with ``frame``, in one commit.
 
-    The table is created empty first because two blind appends into an empty folder can both land;
-    a ``replaceWhere`` reads the rows it replaces, so the later of two racing commits conflicts and
-    is retried, giving the rows a lone writer would have.
+    A ``replaceWhere`` reads the rows it replaces, so the later of two racing commits conflicts and
+    is retried, giving the rows a lone writer would have; on a new table the same write creates it
+    (two racing creators conflict on the protocol, and the loser retries). One commit either way.
+
+    Examples
+    --------
+    >>> import shutil, tempfile
+    >>> path = tempfile.mkdtemp() + "/bronze/events"
+    >>> rows = spark.createDataFrame([("f1", 1), ("f1", 2)], "_ingest_file string, v int")
+    >>> replace_rows(rows, path, "_ingest_file IN ('f1')")
+    >>> replace_rows(rows.limit(1), path, "_ingest_file IN ('f1')")  # f1 again: replaced, not added
+    >>> read_delta(spark, path, "ingest").count(), latest_version(spark, path)
+    (1, 1)
+    >>> shutil.rmtree(path.removesuffix("/bronze/events"))
     """
     writer = frame.write.format("delta")
 
     def write() -> None:
-        create_empty(frame, path)
         writer.mode("overwrite").option("replaceWhere", predicate).save(path)
 
     retry_conflicts(write, path)
@@ -386,14 +399,18 @@ def retry_conflicts(write: Callable[[], Result], path: str, attempts: int = CONF
     """
     for attempt in range(1, attempts):
         try:
-            return write()
+            result = write()
+            committed()
+            return result
         except Exception as err:
             if not is_conflict(err):
                 raise
             # Jittered backoff so that two losers do not collide again on the next attempt.
             time.sleep(random.uniform(0.5, 1.5) * attempt)
     try:
-        return write()
+        result = write()
+        committed()
+        return result
     except Exception as err:
         if not is_conflict(err):
             raise
@@ -415,8 +432,26 @@ def sql_string(value: str) -> str:
 
 RUN_COLUMNS = (
     "run_id string, stage string, use_case string, config_hash string, rows_in long, rows_out long, "
-    "kept_fraction double, chosen_k int, reason string, recorded_at timestamp"
+    "kept_fraction double, chosen_k int, reason string, recorded_at timestamp, seconds double, "
+    "spark_jobs long, spark_stages long, spark_tasks long, delta_commits long"
 )
+_RUN_NAMES = [c.split()[0] for c in RUN_COLUMNS.split(", ")]
+_COST_NAMES = ("seconds", "spark_jobs", "spark_stages", "spark_tasks", "delta_commits")
+
+
+def _write_runs(spark: SparkSession, config: SeglakeConfig, run_id: str, update) -> None:
+    """Read this run's few ``gold/runs`` rows as dicts keyed by stage, let ``update`` change them,
+    and write them back in one commit (columns a table written by an older seglake lacks are null)."""
+    path = Tables.of(config).gold("runs")
+    rows: dict[str, dict] = {}
+    existing = read_run(spark, path, run_id)
+    if existing is not None:
+        present = set(existing.columns)
+        for row in existing.collect():  # one row per stage
+            rows[row["stage"]] = {c: (row[c] if c in present else None) for c in _RUN_NAMES}
+    update(rows)
+    values = [tuple(row[c] for c in _RUN_NAMES) for row in rows.values()]
+    write_run(spark.createDataFrame(values, RUN_COLUMNS), path, run_id)
 
 
 def record_run(
@@ -434,23 +469,64 @@ def record_run(
 
     Columns: ``run_id``, ``stage``, ``use_case`` (config name), ``config_hash``, ``rows_in``,
     ``rows_out`` (entities in and rows written by the stage), ``kept_fraction`` (share of entities
-    passing the filter), ``chosen_k`` and ``reason`` (the one-line choice of k), ``recorded_at``.
-    A column that does not apply to a stage is null.
+    passing the filter), ``chosen_k`` and ``reason`` (the one-line choice of k), ``recorded_at``,
+    and what the stage cost (``seconds``, ``spark_jobs``, ``spark_stages``, ``spark_tasks``,
+    ``delta_commits``: filled by the runner, :func:`record_costs`). A column that does not apply to a
+    stage is null.
 
     ``write_run`` replaces a whole run, so the run's rows of other stages (a few, one per stage)
     are read back and written again with this one: re-running a stage replaces only its own row.
     """
-    path = Tables.of(config).gold("runs")
-    others = []
-    existing = read_run(spark, path, run_id)
-    if existing is not None:
-        others = (existing.where(F.col("stage") != stage)
-                  .select(*[c.split()[0] for c in RUN_COLUMNS.split(", ")]).collect())
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    row = (run_id, stage, config.name, config.config_hash, int(rows_in), int(rows_out),
-           None if kept_fraction is None else float(kept_fraction),
-           None if chosen_k is None else int(chosen_k), reason, now)
-    write_run(spark.createDataFrame([*map(tuple, others), row], RUN_COLUMNS), path, run_id)
+    fields = {"run_id": run_id, "stage": stage, "use_case": config.name,
+              "config_hash": config.config_hash, "rows_in": int(rows_in), "rows_out": int(rows_out),
+              "kept_fraction": None if kept_fraction is None else float(kept_fraction),
+              "chosen_k": None if chosen_k is None else int(chosen_k), "reason": reason,
+              "recorded_at": now}
+
+    def update(rows: dict[str, dict]) -> None:
+        costs = {c: rows.get(stage, {}).get(c) for c in _COST_NAMES}
+        rows[stage] = {**fields, **costs}
+
+    _write_runs(spark, config, run_id, update)
+
+
+def record_costs(spark: SparkSession, config: SeglakeConfig, run_id: str, results: list) -> None:
+    """Add each finished stage's seconds, Spark jobs, stages, tasks and Delta commits to its
+    ``gold/runs`` row (creating the row, with rows in and out, for a stage that records none itself),
+    all in one commit. ``results`` are :class:`seglake.core.stages.StageResult` with a ``cost``.
+
+    Examples
+    --------
+    >>> import shutil, tempfile
+    >>> from seglake.core.costs import Cost
+    >>> from seglake.core.stages import StageResult
+    >>> config = SeglakeConfig.model_validate({"name": "demo", "lakehouse": tempfile.mkdtemp(),
+    ...     "source_file": "demo.yaml", "entities": {"path": "e.csv", "id": "uid"}})
+    >>> record_run(spark, config, "r1", "sweep", 100, 8, 0.9, 4, "k=4: ...")
+    >>> result = StageResult("sweep", 100, 8, 3.5, cost=Cost(jobs=40, stages=60, tasks=70, commits=3))
+    >>> record_costs(spark, config, "r1", [result, StageResult("report", 0, 12, 1.0, cost=Cost())])
+    >>> rows = read_run(spark, Tables.of(config).gold("runs"), "r1").orderBy("stage").collect()
+    >>> [(r.stage, r.chosen_k, r.spark_stages, r.delta_commits) for r in rows]
+    [('report', None, None, 0), ('sweep', 4, 60, 3)]
+    >>> shutil.rmtree(config.lakehouse)
+    """
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+
+    def update(rows: dict[str, dict]) -> None:
+        for result in results:
+            cost = result.cost
+            row = rows.get(result.stage) or {
+                "run_id": run_id, "stage": result.stage, "use_case": config.name,
+                "config_hash": config.config_hash, "rows_in": int(result.rows_in),
+                "rows_out": int(result.rows_out), "kept_fraction": None, "chosen_k": None,
+                "reason": None, "recorded_at": now}
+            row.update(seconds=float(result.seconds), spark_jobs=cost.jobs, spark_stages=cost.stages,
+                       spark_tasks=cost.tasks, delta_commits=int(cost.commits))
+            rows[result.stage] = row
+
+    if results:
+        _write_runs(spark, config, run_id, update)
 
 
 CORRUPT = "_corrupt_record"

@@ -6,7 +6,7 @@ unreachable ``tracking.tracking_uri`` fails in seconds, not after hours of Spark
 logged once the stages have finished, from the run's small gold tables:
 
 * params: the whole validated config, flattened to dotted keys (the full JSON is an artifact too);
-* metrics: ``stage.<stage>.seconds|rows_in|rows_out``; ``sweep.<metric>`` with step = k;
+* metrics: ``stage.<stage>.seconds|rows_in|rows_out|spark_jobs|spark_stages|delta_commits``; ``sweep.<metric>`` with step = k;
   ``segment.size|share`` with step = segment; ``density.<metric>`` with step = group (0 unless
   ``density.group_by: segment``); ``explain.<kind>.<target>.precision|recall|f1`` and
   ``explain.<kind>.macro_f1``; ``classify.<model>.<split>.<metric>``;
@@ -352,6 +352,12 @@ def collect(
         record.metric(f"stage.{name}.seconds", result.seconds)
         record.metric(f"stage.{name}.rows_in", result.rows_in)
         record.metric(f"stage.{name}.rows_out", result.rows_out)
+        cost = result.cost
+        if cost is not None:
+            record.metric(f"stage.{name}.delta_commits", cost.commits)
+            if cost.jobs is not None:
+                record.metric(f"stage.{name}.spark_jobs", cost.jobs)
+                record.metric(f"stage.{name}.spark_stages", cost.stages)
 
     if "sweep" in recorded and (rows := read_run(spark, tables.gold("sweep"), run_id)) is not None:
         for row in rows.collect():  # one row per k

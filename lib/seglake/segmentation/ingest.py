@@ -22,7 +22,7 @@ from pyspark.sql import types as T
 from seglake.core.config import EventsSource, SeglakeConfig, require_columns
 from seglake.core.errors import SeglakeError, first_line
 from seglake.core.stages import StageResult
-from seglake.core.tables import Tables, read_delta, delta_exists, replace_rows, sql_string, upsert
+from seglake.core.tables import Tables, read_delta, delta_exists, replace_rows, sql_string
 
 CORRUPT = "_corrupt_record"
 SPARK_TYPES = {
@@ -324,7 +324,8 @@ def _log_files(spark: SparkSession, tables: Tables, new: list[SourceFile], per_f
               "bronze_rows long, quarantined_rows long",
     ).withColumn("ingested_at", F.current_timestamp())
 
-    upsert(log, tables.ingest_log, ["file"])
+    # Keyed by file, like bronze: a file ingested again (it changed) replaces its row, in one commit.
+    replace_rows(log, tables.ingest_log, f"file IN ({', '.join(sql_string(f.path) for f in new)})")
 
 
 READ_FILE = re.compile(r"Encountered error while reading file (\S+?)\.?\s")

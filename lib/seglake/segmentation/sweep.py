@@ -14,7 +14,8 @@ Per k, in ``gold/sweep`` (partitioned by ``run_id``):
 - ``silhouette``: MLlib ``ClusteringEvaluator`` on every fitted entity (squared Euclidean, its default);
 - ``silhouette_exact``: scikit-learn ``silhouette_score`` (Euclidean, the seed's metric) on a seeded
   random sample of at most ``sweep.silhouette_sample`` entities, the only data brought to the driver;
-- ``min_cluster_share``, ``cluster_sizes``, ``seconds`` (fit plus measurements);
+- ``min_cluster_share``, ``cluster_sizes``, ``seconds`` (fit plus measurements, wall time: up to
+  ``sweep.concurrent_fits`` k values are fitted at once, from driver threads);
 - ``chosen`` (true on one row) and ``reason`` (on the chosen row).
 
 :func:`choose_k` weighs the SSE knee with ``silhouette_exact``: it is the seed's metric, on the
@@ -26,10 +27,12 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from kneed import KneeLocator
 from pyspark import StorageLevel
 from pyspark.ml.clustering import BisectingKMeans, GaussianMixture, KMeans
@@ -40,6 +43,7 @@ from pyspark.sql import functions as F
 from sklearn.metrics import pairwise_distances_argmin, silhouette_score
 
 from seglake.core.config import SeglakeConfig
+from seglake.core.costs import inheritable
 from seglake.core.errors import SeglakeError
 from seglake.segmentation.drift import training_bins
 from seglake.core.artifacts import CLUSTERING, TRANSFORM, library_versions, save_model, write_manifest
@@ -155,27 +159,16 @@ def cluster_centers(model) -> list[list[float]]:
     return [[float(v) for v in g.mean] for g in model.gaussians]
 
 
-def squared_distance(x: Column, center: list[float]) -> Column:
-    """Squared Euclidean distance from array column ``x`` to a constant center, as plain arithmetic.
-
-    Written out term by term (no UDF, no higher-order function) so Spark compiles it with
-    whole-stage codegen.
-
-    Examples
-    --------
-    >>> rows = spark.createDataFrame([([3.0, 4.0],), ([1.0, 1.0],)], "x array<double>")
-    >>> [row.d for row in rows.select(squared_distance(F.col("x"), [0.0, 0.0]).alias("d")).collect()]
-    [25.0, 2.0]
-    """
-    terms = [(x[i] - F.lit(value)) * (x[i] - F.lit(value)) for i, value in enumerate(center)]
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term
-    return total
+def _matrix(arrays: pd.Series) -> np.ndarray:
+    return np.stack(arrays.to_numpy()) if len(arrays) else np.empty((0, 0))
 
 
 def nearest_squared_distance(x: Column, centers: list[list[float]]) -> Column:
-    """Squared distance to the nearest of ``centers``.
+    """Squared Euclidean distance from array column ``x`` to the nearest of ``centers``.
+
+    A pandas UDF (numpy on Arrow batches): the same expression written out term by term is
+    k x d terms, and at MovieLens' 1,700 dimensions Spark's generated Java code no longer compiled
+    (Janino printed its stack trace and Spark fell back to slow interpretation).
 
     Examples
     --------
@@ -184,8 +177,35 @@ def nearest_squared_distance(x: Column, centers: list[list[float]]) -> Column:
     >>> [row.d for row in rows.select(nearest.alias("d")).collect()]
     [1.0, 0.0]
     """
-    distances = [squared_distance(x, c) for c in centers]
-    return distances[0] if len(distances) == 1 else F.least(*distances)
+    table = np.asarray(centers, dtype=np.float64)
+
+    @F.pandas_udf("double")
+    def nearest(arrays: pd.Series) -> pd.Series:
+        return pd.Series(nearest_squared(_matrix(arrays), table), index=arrays.index)
+
+    return nearest(x)
+
+
+def nearest_squared(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Squared distance of each row of ``points`` to its nearest row of ``centers`` (numpy).
+
+    Differences are squared and summed, not expanded as |x|² − 2x·c + |c|² (which cancels badly
+    near a center); rows go in chunks so that a chunk's temporary stays near 16 MB at any width.
+
+    Examples
+    --------
+    >>> nearest_squared(np.array([[3.0, 4.0], [1.0, 1.0]]), np.array([[0.0, 0.0], [1.0, 2.0]]))
+    array([8., 1.])
+    """
+    if not len(points):
+        return np.empty(0)
+    out = np.empty(len(points))
+    step = max(1, 2_000_000 // max(1, points.shape[1]))
+    for start in range(0, len(points), step):
+        chunk = points[start:start + step]
+        out[start:start + step] = np.min(
+            [((chunk - center) ** 2).sum(axis=1) for center in centers], axis=0)
+    return out
 
 
 def center_metrics(labelled: DataFrame, centers: list[list[float]]) -> tuple[list[int], float, float]:
@@ -492,8 +512,13 @@ def sweep(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResul
     sample = silhouette_sample(data, settings.silhouette_sample, fit_rows, settings.seed)
     try:
         points = sample_points(sample)
-        measured = [measure_k(data, sample, points, settings.algorithm, k, settings.seed, settings.max_iter)
-                    for k in ks]
+        # MLlib fits one k per Spark job at a time, and a small job mostly waits on scheduling:
+        # fitting a few k at once from driver threads keeps the cores busy. Each fit reads the
+        # same persisted rows with the same seed, so the models are those of a serial loop.
+        measure = inheritable(spark, lambda k: measure_k(
+            data, sample, points, settings.algorithm, k, settings.seed, settings.max_iter))
+        with ThreadPoolExecutor(max_workers=min(settings.concurrent_fits, len(ks))) as pool:
+            measured = list(pool.map(measure, ks))
     finally:
         sample.unpersist()
         data.unpersist()

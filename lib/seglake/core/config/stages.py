@@ -76,6 +76,7 @@ class SweepConfig(KRange):
     silhouette_sample: int = Field(10_000, ge=100)
     fit_sample: int | None = Field(250_000, ge=1_000)
     min_share: float = Field(0.005, ge=0.0, lt=0.5)
+    concurrent_fits: int = Field(4, ge=1, le=64)
 
 
 class UmapConfig(Strict):
