@@ -80,13 +80,13 @@ def test_each_stage_says_and_records_the_spark_jobs_stages_and_delta_commits_it_
     [features] = run_stages(spark, config, ["features"], "r1", echo=lines.append)
     cost = features.cost
     assert cost.jobs >= 1 and cost.stages >= 1 and cost.tasks >= cost.stages
-    assert cost.commits == 1  # silver/entities replaced in one commit
-    assert f"{cost.jobs} Spark jobs, {cost.stages} stages, {cost.tasks} tasks, 1 Delta commit" in lines[-1]
+    assert cost.commits == 2  # silver/entities and silver/rejected, each replaced in one commit
+    assert f"{cost.jobs} Spark jobs, {cost.stages} stages, {cost.tasks} tasks, 2 Delta commits" in lines[-1]
     # Not counted: jobs of this session outside the stage.
     spark.range(5).count()
     [row] = spark.read.format("delta").load(Tables.of(config).gold("runs")).collect()
     assert (row.stage, row.spark_jobs, row.spark_stages, row.spark_tasks, row.delta_commits) == (
-        "features", cost.jobs, cost.stages, cost.tasks, 1)
+        "features", cost.jobs, cost.stages, cost.tasks, 2)
     assert row.rows_out == 2 and row.seconds == features.seconds
 
     again = run_stages(spark, config, ["features"], "r1", echo=lambda line: None)  # re-run: replaced
