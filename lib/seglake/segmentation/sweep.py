@@ -167,8 +167,8 @@ def nearest_squared_distance(x: Column, centers: list[list[float]]) -> Column:
     """Squared Euclidean distance from array column ``x`` to the nearest of ``centers``.
 
     A pandas UDF (numpy on Arrow batches): the same expression written out term by term is
-    k x d terms, and at MovieLens' 1,700 dimensions Spark's generated Java code no longer compiled
-    (Janino printed its stack trace and Spark fell back to slow interpretation).
+    k x d terms, and at MovieLens' 44 features from k = 16 the generated aggregation grew beyond
+    Java's 64 KB per method (Janino printed its stack trace and Spark fell back to interpretation).
 
     Examples
     --------
