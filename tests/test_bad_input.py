@@ -1,6 +1,12 @@
 """Broken raw files (see ``corpus.py``) through ``seglake run --stages ingest`` as a user runs it:
 each ends in quarantined rows that reconcile, or in one error line naming the file and exit code 2;
-never a Python or Java stack trace."""
+never a Python or Java stack trace.
+
+Two cases (one quarantined, one refused) run the installed ``seglake`` command in a new process,
+exactly as a user does; the others call the same CLI entry point in the tests' session (a JVM start
+per case was most of this file's time), with Python's output captured by pytest and the JVM's log
+by :func:`conftest.jvm_console`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,9 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
+from conftest import jvm_console
 from corpus import build
+from seglake.cli import main
 from standalone import ROOT, USERS_CONFIG, python_tracebacks, spark_env
 
 pytestmark = [pytest.mark.faults]
@@ -28,33 +36,49 @@ def corpus(tmp_path_factory):
     return build(tmp_path_factory.mktemp("corpus"))
 
 
-def ingest(folder: Path, fmt: str, lakehouse: Path, work: Path) -> subprocess.CompletedProcess:
-    command = [str(ROOT / ".venv" / "bin" / "seglake"), "run", "--config", str(USERS_CONFIG),
-               "--stages", "ingest", "--run-id", "bad", "--master", "local[1]", "--no-tracking",
-               "--set", f"events.path={folder}", "--set", f"events.format={fmt}",
-               "--set", f"lakehouse={lakehouse}",
-               "--set", "spark.conf={spark.ui.enabled: 'false', spark.ui.showConsoleProgress: 'false', "
-                        "spark.sql.shuffle.partitions: '2'}"]
-    return subprocess.run(command, cwd=work, env=spark_env(work), capture_output=True, text=True,
-                          timeout=600)
+IN_A_NEW_PROCESS = ("wrong_types", "binary_garbage")
+
+
+def _arguments(folder: Path, fmt: str, lakehouse: Path) -> list[str]:
+    return ["run", "--config", str(USERS_CONFIG), "--stages", "ingest", "--run-id", "bad",
+            "--master", "local[1]", "--no-tracking",
+            "--set", f"events.path={folder}", "--set", f"events.format={fmt}",
+            "--set", f"lakehouse={lakehouse}",
+            "--set", "spark.conf={spark.ui.enabled: 'false', spark.ui.showConsoleProgress: 'false', "
+                     "spark.sql.shuffle.partitions: '2'}"]
+
+
+def ingest(spark, capsys, name: str, folder: Path, fmt: str, lakehouse: Path, work: Path):
+    """``seglake run --stages ingest`` on ``folder``: (exit code, stdout, stderr)."""
+    arguments = _arguments(folder, fmt, lakehouse)
+    if name in IN_A_NEW_PROCESS:
+        result = subprocess.run([str(ROOT / ".venv" / "bin" / "seglake"), *arguments], cwd=work,
+                                env=spark_env(work), capture_output=True, text=True, timeout=600)
+        return result.returncode, result.stdout, result.stderr
+    capsys.readouterr()
+    with jvm_console(spark) as console:
+        code = main(arguments)
+    captured = capsys.readouterr()
+    jvm = str(console.toString())
+    return code, captured.out, captured.err + jvm
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_broken_input_is_quarantined_or_named(spark, corpus, name, tmp_path):
+def test_broken_input_is_quarantined_or_named(spark, capsys, corpus, name, tmp_path):
     case, folder = corpus[name]
     lakehouse = tmp_path / "lake"
-    result = ingest(folder, case.format, lakehouse, tmp_path)
-    stderr = [line for line in result.stderr.splitlines() if line.strip()]
-    assert not python_tracebacks(result.stderr + result.stdout), result.stderr[-3000:]
+    code, out, err = ingest(spark, capsys, name, folder, case.format, lakehouse, tmp_path)
+    stderr = [line for line in err.splitlines() if line.strip()]
+    assert not python_tracebacks(err + out), err[-3000:]
     ours = [line for line in stderr if not START_UP_NOISE.match(line)]
     if case.outcome == "error":
-        assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+        assert code == 2, out[-2000:] + err[-2000:]
         assert len(ours) == 1 and ours[0].startswith("seglake: error: "), stderr
         assert case.names_file in ours[0], ours[0]
         return
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert code == 0, err[-3000:]
     assert ours == [], ours
-    assert "(reconciled)" in result.stdout
+    assert "(reconciled)" in out
     root = lakehouse / "tiktok_users" / "bronze"
     log = spark.read.format("delta").load(str(root / "ingest_log"))
     totals = log.agg(F.sum("input_rows"), F.sum("bronze_rows"), F.sum("quarantined_rows")).first()

@@ -193,4 +193,4 @@ def test_two_runs_at_once_on_one_lakehouse_both_succeed(spark, small_events, loc
     assert bronze.count() == reference_bronze.count()
     runs = spark.read.format("delta").load(str(root / "gold" / "runs"))
     assert {(r.run_id, r.stage) for r in runs.collect()} == {
-        (run_id, stage) for run_id in ("a", "b") for stage in ("sweep", "segment")}
+        (run_id, stage) for run_id in ("a", "b") for stage in SEGMENTING.split(",")}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import re
 import runpy
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import shared_file, write_config
+from conftest import jvm_console, shared_file, write_config
 from report_html import check_in_browser, figures, tables, title
 from seglake.core.config import load_config
 from seglake.core.errors import SeglakeError
@@ -123,35 +122,6 @@ def _raw_ml100k() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     items.columns = ["item_id", "title"]
     ratings = ratings[ratings["user_id"].isin(users["user_id"])]
     return ratings, users, items
-
-
-@contextmanager
-def jvm_console(spark):
-    """Collect what the JVM logs to its console (stderr) while the block runs; yields a StringWriter.
-
-    The JVM is a child process that got its stderr when the session started, so ``os.dup2`` or
-    ``capfd`` in this process cannot see what it prints. This adds a second appender beside
-    ``console`` on log4j's root logger (``core/log4j2.properties``): it receives the same events,
-    the Janino "Failed to compile" traces among them, whatever pytest's capture mode.
-    """
-    jvm = spark._jvm
-    log4j = jvm.org.apache.logging.log4j
-    context = log4j.LogManager.getContext(False)
-    config = context.getConfiguration()
-    layout = log4j.core.layout.PatternLayout.newBuilder().withPattern("%p %c: %m%n%ex").build()
-    writer = jvm.java.io.StringWriter()
-    appender = log4j.core.appender.WriterAppender.createAppender(
-        layout, None, writer, "test-console-copy", False, True)
-    appender.start()
-    config.addAppender(appender)
-    config.getRootLogger().addAppender(appender, None, None)
-    context.updateLoggers()
-    try:
-        yield writer
-    finally:
-        config.getRootLogger().removeAppender("test-console-copy")
-        context.updateLoggers()
-        appender.stop()
 
 
 def assert_compiled(console) -> None:

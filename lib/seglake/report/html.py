@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
+from plotly.subplots import make_subplots
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -188,6 +189,39 @@ def reason_html(sweep: pd.DataFrame) -> str:
     """
     reason = sweep.loc[sweep["chosen"], "reason"]
     return f"<p class='reason'>{html.escape(str(reason.iloc[0]))}</p>" if len(reason) else ""
+
+
+def k_curves(sweep: pd.DataFrame, left: list[tuple[str, str, bool]], right: list[tuple[str, str, bool]],
+             titles: tuple[str, str, str], height: int) -> go.Figure:
+    """Curves over ``k`` on two y axes with the chosen k marked: the sweep charts of every use case.
+
+    Parameters
+    ----------
+    sweep : pandas.DataFrame
+        ``k``, ``chosen`` and the plotted columns, sorted by ``k``.
+    left, right : list of (column, name, dotted)
+        Curves on the left and right axes; a column absent from ``sweep`` is skipped.
+    titles : (str, str, str)
+        The chart's title and the left and right axis titles.
+    height : int
+
+    Examples
+    --------
+    >>> sweep = pd.DataFrame({"k": [2, 3], "a": [2.0, 1.0], "b": [0.4, 0.6], "chosen": [False, True]})
+    >>> fig = k_curves(sweep, [("a", "A", False)], [("b", "B", True), ("c", "C", True)], ("t", "A", "B"), 300)
+    >>> [t.name for t in fig.data], fig.layout.annotations[0].text
+    (['A', 'B'], 'chosen k=3')
+    """
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for curves, secondary in ((left, False), (right, True)):
+        for column, name, dotted in (c for c in curves if c[0] in sweep):
+            fig.add_trace(go.Scatter(x=sweep["k"], y=sweep[column], name=name, mode="lines+markers",
+                                     line={"dash": "dot"} if dotted else None), secondary_y=secondary)
+    mark_chosen_k(fig, sweep)
+    fig.update_layout(title=titles[0], xaxis_title="k", height=height, legend={"orientation": "h"})
+    fig.update_yaxes(title_text=titles[1], secondary_y=False)
+    fig.update_yaxes(title_text=titles[2], secondary_y=True)
+    return fig
 
 
 def mark_chosen_k(fig: go.Figure, sweep: pd.DataFrame) -> go.Figure:

@@ -20,7 +20,7 @@ from seglake.report.html import (
     NOISE_COLOUR,
     colour,
     figure_html,
-    mark_chosen_k,
+    k_curves,
     missing,
     reason_html,
     section,
@@ -57,20 +57,10 @@ def sweep_figure(sweep: pd.DataFrame) -> go.Figure:
     >>> [t.name for t in fig.data], fig.data[0].x.tolist(), fig.layout.annotations[0].text
     (['SSE (mean distance to center)', 'silhouette (MLlib)'], [2, 3], 'chosen k=3')
     """
-    sweep = sweep.sort_values("k")
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_trace(go.Scatter(x=sweep["k"], y=sweep["sse"], name="SSE (mean distance to center)",
-                             mode="lines+markers"), secondary_y=False)
-    fig.add_trace(go.Scatter(x=sweep["k"], y=sweep["silhouette"], name="silhouette (MLlib)",
-                             mode="lines+markers"), secondary_y=True)
-    if "silhouette_exact" in sweep:
-        fig.add_trace(go.Scatter(x=sweep["k"], y=sweep["silhouette_exact"], name="silhouette (exact, sample)",
-                                 mode="lines+markers", line={"dash": "dot"}), secondary_y=True)
-    mark_chosen_k(fig, sweep)
-    fig.update_layout(title="Clustering effect", xaxis_title="k", height=420, legend={"orientation": "h"})
-    fig.update_yaxes(title_text="SSE", secondary_y=False)
-    fig.update_yaxes(title_text="silhouette", secondary_y=True)
-    return fig
+    return k_curves(sweep.sort_values("k"), [("sse", "SSE (mean distance to center)", False)],
+                    [("silhouette", "silhouette (MLlib)", False),
+                     ("silhouette_exact", "silhouette (exact, sample)", True)],
+                    ("Clustering effect", "SSE", "silhouette"), 420)
 
 
 def size_figure(sizes: pd.DataFrame, label: str) -> go.Figure:

@@ -305,15 +305,8 @@ SECTIONS: tuple[Section, ...] = (
 def report(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResult:
     """The ``report`` stage of a ratings config: :func:`seglake.report.build_report` with :data:`SECTIONS`.
 
-    Returns
-    -------
-    StageResult
-        ``details['path']`` is the written file; ``details['charts']`` the number of charts.
-
-    Raises
-    ------
-    SeglakeError
-        The config has no ``ratings`` section, or the run has no gold rows.
+    Returns the page's :class:`StageResult` as ``build_report`` does; a :class:`SeglakeError`
+    when the config has no ``ratings`` section, or the run has no gold rows.
     """
     if config.ratings is None:
         raise SeglakeError(f"{config.source_file}: the MovieLens report needs a 'ratings' section")

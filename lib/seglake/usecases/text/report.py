@@ -11,7 +11,6 @@ import html
 
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -22,7 +21,7 @@ from seglake.report import build_report
 from seglake.report.html import (
     colour,
     figure_html,
-    mark_chosen_k,
+    k_curves,
     missing,
     reason_html,
     section,
@@ -56,17 +55,8 @@ def text_sweep_figure(sweep: pd.DataFrame, group: str) -> go.Figure:
     >>> fig.layout.title.text, fig.layout.annotations[0].text
     ('en: silhouette per k', 'chosen k=3')
     """
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_trace(go.Scatter(x=sweep["k"], y=sweep["silhouette"], name="silhouette", mode="lines+markers"),
-                  secondary_y=False)
-    fig.add_trace(go.Scatter(x=sweep["k"], y=sweep["inertia"], name="inertia", mode="lines+markers",
-                             line={"dash": "dot"}), secondary_y=True)
-    mark_chosen_k(fig, sweep)
-    fig.update_layout(title=f"{group}: silhouette per k", xaxis_title="k", height=360,
-                      legend={"orientation": "h"})
-    fig.update_yaxes(title_text="silhouette", secondary_y=False)
-    fig.update_yaxes(title_text="inertia", secondary_y=True)
-    return fig
+    return k_curves(sweep, [("silhouette", "silhouette", False)], [("inertia", "inertia", True)],
+                    (f"{group}: silhouette per k", "silhouette", "inertia"), 360)
 
 
 def text_map_figure(points: pd.DataFrame, group: str) -> go.Figure:
@@ -195,15 +185,8 @@ SECTIONS: tuple[Section, ...] = (text_sections,)
 def report(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResult:
     """The ``report`` stage of a texts config: :func:`seglake.report.build_report` with :data:`SECTIONS`.
 
-    Returns
-    -------
-    StageResult
-        ``details['path']`` is the written file; ``details['charts']`` the number of charts.
-
-    Raises
-    ------
-    SeglakeError
-        The config has no ``texts`` section, or the run has no ``gold/text_sweep`` rows.
+    Returns the page's :class:`StageResult` as ``build_report`` does; a :class:`SeglakeError`
+    when the config has no ``texts`` section, or the run has no ``gold/text_sweep`` rows.
     """
     if config.texts is None:
         raise SeglakeError(f"{config.source_file}: the text-cluster report needs a 'texts' section")
