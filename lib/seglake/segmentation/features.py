@@ -17,11 +17,19 @@ each event into (entity, column, value) rows and deduplicating them, see BENCHMA
 does not parse becomes null and is counted), categoricals to string; rows with no id, a duplicate
 id or a malformed line are dropped from ``silver/entities`` and written to ``silver/rejected`` with
 the reason, so input rows always equal entities plus rejected rows.
+
+*Time-aware* features (``recency_days``, ``tenure_days``, ``events_per_active_day``, ``min`` /
+``max`` of a timestamp, any feature with a ``window``) are measured at one moment, ``as_of``: the
+configured ``features.as_of``, else the latest event time (one small aggregate before the pass).
+Windows are conditional aggregates inside the same single pass, not one pass per window.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -31,14 +39,19 @@ from pyspark.sql import types as T
 from seglake.core.config import (
     IDENTIFIER, EntitiesSource, FeatureDef, FeaturesConfig, SeglakeConfig, require_columns,
 )
+from seglake.core.config.stages import TIME_AGGS
 from seglake.core.errors import SeglakeError
 from seglake.core.stages import StageResult
 from seglake.core.tables import CORRUPT, Tables, overwrite_table, read_delta, read_source
 
 ENTITY_ID = "entity_id"
 SECONDS_PER_DAY = 86_400
-PLAIN_AGGS = {"count", "sum", "mean", "min", "max"}
-DISTINCT_AGGS = {"count_distinct", "active_days"}
+MICROS_PER_DAY = SECONDS_PER_DAY * 1_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+PLAIN_AGGS = {"count", "sum", "mean", "min", "max", "recency_days", "tenure_days"}
+DISTINCT_AGGS = {"count_distinct", "active_days", "events_per_active_day"}
+# Columns ingest adds to bronze/events: its own timestamps are never the event time.
+_BOOKKEEPING = "_ingest_"
 _NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
 _TIME = (T.TimestampType, T.TimestampNTZType, T.DateType)
 
@@ -46,6 +59,142 @@ _TIME = (T.TimestampType, T.TimestampNTZType, T.DateType)
 def _col(name: str) -> Column:
     """A column by its exact name: backticks stop Spark from reading dots or ``#`` as syntax."""
     return F.col("`" + name.replace("`", "``") + "`")
+
+
+# --- event time ------------------------------------------------------------------------------
+
+def _micros(value: Column, kind: T.DataType) -> Column:
+    """Microseconds since the Unix epoch of a timestamp, a date (its UTC midnight) or unix seconds."""
+    if isinstance(kind, T.DateType):
+        return F.unix_date(value).cast("long") * MICROS_PER_DAY
+    if isinstance(kind, T.TimestampNTZType):  # wall time read in the session's zone (UTC in seglake)
+        return F.unix_micros(value.cast("timestamp"))
+    if isinstance(kind, T.TimestampType):
+        return F.unix_micros(value)
+    return value.cast("double") * 1_000_000
+
+
+@dataclass(frozen=True)
+class EventTime:
+    """Which events column holds each event's time, and the moment time-aware features are measured at.
+
+    Examples
+    --------
+    >>> basis = EventTime("t", T.LongType(), datetime(1970, 1, 2, tzinfo=timezone.utc), from_config=True)
+    >>> basis.as_of_micros, basis.describe()
+    (86400000000, "as of 1970-01-02T00:00:00Z (features.as_of, time 't')")
+    """
+
+    column: str
+    kind: T.DataType
+    as_of: datetime
+    from_config: bool
+
+    @property
+    def as_of_micros(self) -> int:
+        """``as_of`` in microseconds since the epoch (exact, as an integer)."""
+        return (self.as_of - EPOCH) // timedelta(microseconds=1)
+
+    def describe(self) -> str:
+        """One phrase for the stage message: the moment, where it came from and the time column."""
+        origin = "features.as_of" if self.from_config else "latest event"
+        return f"as of {self.as_of.strftime('%Y-%m-%dT%H:%M:%S')}Z ({origin}, time '{self.column}')"
+
+    def days_before(self, value: Column, kind: T.DataType) -> Column:
+        """How many days (a double) a time lies before ``as_of``."""
+        return (F.lit(self.as_of_micros) - _micros(value, kind)) / MICROS_PER_DAY
+
+    def within(self, days: int) -> Column:
+        """True for an event less than ``days`` days before ``as_of`` (not after it); null without a time."""
+        age = F.lit(self.as_of_micros) - _micros(_col(self.column), self.kind)
+        return (age >= 0) & (age < days * MICROS_PER_DAY)
+
+    def not_after(self) -> Column:
+        """True for an event at or before ``as_of``, or without a time."""
+        event = _micros(_col(self.column), self.kind)
+        return event.isNull() | (event <= F.lit(self.as_of_micros))
+
+
+def _is_time_aware(features: FeaturesConfig, types: dict[str, T.DataType]) -> bool:
+    return features.as_of is not None or any(
+        spec.agg in TIME_AGGS or spec.window is not None
+        or (spec.agg in {"min", "max"} and isinstance(types.get(spec.column), _TIME))
+        for spec in features.definitions.values())
+
+
+def time_column(events: DataFrame, features: FeaturesConfig) -> str:
+    """The events column holding each event's time: ``features.time_column``, else the one timestamp
+    or date column of the events, else the one column ``active_days`` features count days of.
+
+    Raises
+    ------
+    SeglakeError
+        ``features.time_column`` is missing or not a time, or no single column qualifies.
+
+    Examples
+    --------
+    >>> events = spark.createDataFrame([], "uid long, paid timestamp, shipped timestamp")
+    >>> time_column(events, FeaturesConfig(time_column="paid"))
+    'paid'
+    >>> time_column(events, FeaturesConfig())  # doctest: +NORMALIZE_WHITESPACE
+    Traceback (most recent call last):
+    seglake.core.errors.SeglakeError: features.time_column: the events have several time columns
+    (paid, shipped); name the one holding each event's time
+    """
+    types = {f.name: f.dataType for f in events.schema.fields}
+    if features.time_column:
+        name = features.time_column
+        require_columns(events.columns, [name], "features.time_column", "bronze/events")
+        if not isinstance(types[name], (*_NUMERIC, *_TIME)):
+            raise SeglakeError(f"features.time_column: '{name}' is {types[name].simpleString()}; the "
+                               "event time must be a timestamp, a date or unix seconds")
+        return name
+    stamps = [n for n, kind in types.items() if isinstance(kind, _TIME) and not n.startswith(_BOOKKEEPING)]
+    if len(stamps) == 1:
+        return stamps[0]
+    if stamps:
+        raise SeglakeError(f"features.time_column: the events have several time columns "
+                           f"({', '.join(stamps)}); name the one holding each event's time")
+    days = sorted({s.column for s in features.definitions.values() if s.agg == "active_days"})
+    if len(days) == 1:
+        return days[0]
+    raise SeglakeError("features.time_column: the events have no timestamp or date column; name the "
+                       "column holding each event's time (a timestamp, a date or unix seconds)")
+
+
+def event_time(events: DataFrame, features: FeaturesConfig) -> EventTime | None:
+    """The time basis of the time-aware features, or None when no feature is time-aware.
+
+    ``as_of`` is ``features.as_of``, else the latest time in the events' time column: one small
+    aggregate (a Spark job) over the events.
+
+    Raises
+    ------
+    SeglakeError
+        No time column qualifies (:func:`time_column`), or ``as_of`` must default and the
+        events hold no time.
+
+    Examples
+    --------
+    >>> events = spark.createDataFrame([(1, 0), (1, 86_400), (2, 43_200)], "uid long, t long")
+    >>> features = FeaturesConfig(time_column="t", definitions={"recency": {"agg": "recency_days"}})
+    >>> event_time(events, features).as_of.isoformat()
+    '1970-01-02T00:00:00+00:00'
+    """
+    types = {f.name: f.dataType for f in events.schema.fields}
+    if not _is_time_aware(features, types):
+        if features.time_column:
+            time_column(events, features)  # a misspelt key is an error even when nothing uses it
+        return None
+    column = time_column(events, features)
+    kind = types[column]
+    if features.as_of is not None:
+        return EventTime(column, kind, features.as_of, from_config=True)
+    latest = events.agg(F.max(_micros(_col(column), kind)).cast("long").alias("latest")).first().latest
+    if latest is None:
+        raise SeglakeError(f"features.as_of: the events hold no time in '{column}' to measure from; "
+                           "set features.as_of")
+    return EventTime(column, kind, EPOCH + timedelta(microseconds=int(latest)), from_config=False)
 
 
 # --- from events -------------------------------------------------------------------------------
@@ -64,28 +213,42 @@ def _check_columns(events: DataFrame, features: FeaturesConfig) -> dict[str, T.D
         require_columns(events.columns, [spec.column], key, where)
         kind = types[spec.column]
         numeric = isinstance(kind, (*_NUMERIC, T.BooleanType))
-        if spec.agg in {"sum", "mean", "min", "max"} and not numeric:
+        if spec.agg in {"sum", "mean"} and not numeric:
             raise SeglakeError(f"{key}: agg '{spec.agg}' needs a numeric column; "
                                f"'{spec.column}' is {kind.simpleString()}")
-        if spec.agg == "active_days" and not isinstance(kind, (*_NUMERIC, *_TIME)):
-            raise SeglakeError(f"{key}: agg 'active_days' needs unix seconds or a timestamp; "
+        if spec.agg in {"min", "max"} and not (numeric or isinstance(kind, _TIME)):
+            raise SeglakeError(f"{key}: agg '{spec.agg}' needs a numeric or timestamp column; "
+                               f"'{spec.column}' is {kind.simpleString()}")
+        if spec.agg in {"active_days", *TIME_AGGS} and not isinstance(kind, (*_NUMERIC, *_TIME)):
+            raise SeglakeError(f"{key}: agg '{spec.agg}' needs unix seconds or a timestamp; "
                                f"'{spec.column}' is {kind.simpleString()}")
     return types
 
 
-def _plain_agg(spec: FeatureDef, kind: T.DataType | None) -> Column:
+def _plain_agg(spec: FeatureDef, kind: T.DataType | None, kept: Callable[[Column], Column],
+               basis: EventTime | None) -> Column:
+    """One aggregate over the events ``kept`` lets through (all of them, or a window's)."""
     if spec.agg == "count":  # rows per entity, or non-null values when a column is named
-        return F.count(_col(spec.column)) if spec.column else F.count(F.lit(1))
-    value = _col(spec.column)
+        return F.count(kept(_col(spec.column) if spec.column else F.lit(1)))
+    column = spec.column or basis.column
+    if spec.agg in ("recency_days", "tenure_days") or isinstance(kind, _TIME):
+        # The latest time is the fewest days before as_of: max and recency take the smallest age.
+        age = basis.days_before(_col(column), kind)
+        return (F.min if spec.agg in ("recency_days", "max") else F.max)(kept(age))
+    value = _col(column)
     if isinstance(kind, T.BooleanType):
         value = value.cast("long")
-    return {"sum": F.sum, "mean": F.avg, "min": F.min, "max": F.max}[spec.agg](value)
+    total = {"sum": F.sum, "mean": F.avg, "min": F.min, "max": F.max}[spec.agg](kept(value))
+    if spec.agg == "sum" and spec.window:
+        # Nothing bought in the window is a spend of 0; a window of only null values stays null.
+        return F.when(F.count(kept(F.lit(1))) == 0, F.lit(0)).otherwise(total)
+    return total
 
 
-def _distinct_value(spec: FeatureDef, kind: T.DataType) -> Column:
+def _distinct_value(spec: FeatureDef, column: str, kind: T.DataType) -> Column:
     """What is counted distinctly: the column itself, or its calendar day (UTC for unix seconds)."""
-    value = _col(spec.column)
-    if spec.agg == "active_days":
+    value = _col(column)
+    if spec.agg in ("active_days", "events_per_active_day"):
         return F.to_date(value) if isinstance(kind, _TIME) else F.floor(value / SECONDS_PER_DAY)
     return value
 
@@ -117,7 +280,8 @@ def _ratio_columns(definitions: dict[str, FeatureDef], values: dict[str, Column]
             pending.remove(name)
 
 
-def aggregate_features(events: DataFrame, features: FeaturesConfig) -> DataFrame:
+def aggregate_features(events: DataFrame, features: FeaturesConfig,
+                       basis: EventTime | None = None) -> DataFrame:
     """Aggregate events into one row per entity with the configured features.
 
     Parameters
@@ -131,19 +295,29 @@ def aggregate_features(events: DataFrame, features: FeaturesConfig) -> DataFrame
         ``ratio`` (``numerator / denominator``, two other features; null when the denominator is
         0 or null, since no value is honest there and the prepare stage imputes nulls).
         ``approximate_distinct: true`` counts with HyperLogLog++ sketches (``approximate_rsd``).
+        Time-aware, measured in days before ``as_of``: ``recency_days`` (since the entity's last
+        event), ``tenure_days`` (since its first), ``min`` / ``max`` of a timestamp or date column
+        (its earliest / latest value), and ``events_per_active_day`` (events / distinct days).
+        Their ``column`` defaults to the time column. ``window: Nd`` on any feature but a ratio
+        keeps only the events less than N days before ``as_of``.
+    basis : EventTime, optional
+        The time column and ``as_of``, as :func:`event_time` gives them (computed here when
+        omitted and some feature is time-aware).
 
     Returns
     -------
     DataFrame
         ``entity_id`` (string) then one double column per feature, in definition order. Events
-        whose entity is null belong to no entity and are left out. A distinct count over only
-        nulls is 0; a sum/mean/min/max over only nulls is null.
+        whose entity is null belong to no entity and are left out; with a configured ``as_of``,
+        so are events after it (an entity with only later events is absent). A distinct count over
+        only nulls is 0; a sum/mean/min/max over only nulls is null. An entity with no event in a
+        feature's window gets 0 for counts, distinct counts and sums, null for the others.
 
     Raises
     ------
     SeglakeError
-        A configured column is missing or has a type its aggregation cannot use, or ratios
-        form a cycle.
+        A configured column is missing or has a type its aggregation cannot use, the time column
+        is missing or ambiguous, or ratios form a cycle.
 
     Examples
     --------
@@ -155,17 +329,49 @@ def aggregate_features(events: DataFrame, features: FeaturesConfig) -> DataFrame
     ...     "per_play": {"agg": "ratio", "numerator": "watch", "denominator": "plays"}})
     >>> [tuple(row) for row in aggregate_features(events, features).orderBy(ENTITY_ID).collect()]
     [('u1', 3.0, 2.0, 40.0, 13.333333333333334), ('u2', 1.0, 1.0, 5.0, 5.0)]
+
+    Recency, tenure and a 7-day spend, as of the latest purchase (2024-03-10):
+
+    >>> from datetime import datetime as at
+    >>> purchases = spark.createDataFrame([("a", at(2024, 3, 1), 5.0), ("a", at(2024, 3, 9), 7.0),
+    ...     ("b", at(2024, 3, 10), 2.0)], "customer string, paid timestamp, amount double")
+    >>> rfm = FeaturesConfig(entity="customer", definitions={
+    ...     "recency": {"agg": "recency_days"}, "tenure": {"agg": "tenure_days"},
+    ...     "spend_7d": {"agg": "sum", "column": "amount", "window": "7d"}})
+    >>> [tuple(row) for row in aggregate_features(purchases, rfm).orderBy(ENTITY_ID).collect()]
+    [('a', 1.0, 9.0, 7.0), ('b', 0.0, 0.0, 2.0)]
     """
     types = _check_columns(events, features)
+    if basis is None:
+        basis = event_time(events, features)
     definitions = features.definitions
     entity = features.entity
-    # Internal names keep feature names from ever colliding with the entity or event columns.
-    internal = {name: f"_f{i}" for i, name in enumerate(definitions)}
     events = events.where(_col(entity).isNotNull())
-    aggregates = [_plain_agg(spec, types.get(spec.column)).alias(internal[name])
-                  for name, spec in definitions.items() if spec.agg in PLAIN_AGGS]
-    distinct = {internal[name]: _distinct_value(spec, types[spec.column])
-                for name, spec in definitions.items() if spec.agg in DISTINCT_AGGS}
+    if basis is not None and basis.from_config:
+        events = events.where(basis.not_after())
+    aggregates: list[Column] = []
+    distinct: dict[str, Column] = {}   # internal name -> value whose distinct non-nulls are counted
+    values: dict[str, Column] = {}     # feature name -> its value after the aggregation
+    for i, (name, spec) in enumerate(definitions.items()):
+        # Internal names keep feature names from ever colliding with the entity or event columns.
+        alias = f"_f{i}"
+        if spec.agg == "ratio":
+            continue
+        in_window = basis.within(spec.window_days) if spec.window else None
+
+        def kept(value: Column, in_window: Column | None = in_window) -> Column:
+            return value if in_window is None else F.when(in_window, value)
+
+        column = spec.column or (basis.column if spec.agg in TIME_AGGS else None)
+        kind = types.get(column)
+        values[name] = F.col(alias)
+        if spec.agg in PLAIN_AGGS:
+            aggregates.append(_plain_agg(spec, kind, kept, basis).alias(alias))
+            continue
+        distinct[alias] = kept(_distinct_value(spec, column, kind))
+        if spec.agg == "events_per_active_day":
+            aggregates.append(F.count(kept(_col(column))).alias(f"{alias}_events"))
+            values[name] = F.try_divide(F.col(f"{alias}_events").cast("double"), F.col(alias))
     if features.approximate_distinct:
         aggregates += [F.approx_count_distinct(value, features.approximate_rsd).alias(alias)
                        for alias, value in distinct.items()]
@@ -177,8 +383,6 @@ def aggregate_features(events: DataFrame, features: FeaturesConfig) -> DataFrame
             events = events.repartition(_col(entity))
     # The row count keeps every entity present even when it has no other aggregate.
     per_entity = events.groupBy(_col(entity)).agg(F.count(F.lit(1)).alias("_rows"), *aggregates)
-    values: dict[str, Column] = {name: F.col(internal[name]) for name, spec in definitions.items()
-                                 if spec.agg != "ratio"}
     _ratio_columns(definitions, values)
     return per_entity.select(
         _col(entity).cast("string").alias(ENTITY_ID),
@@ -189,18 +393,30 @@ def aggregate_features(events: DataFrame, features: FeaturesConfig) -> DataFrame
 def _from_events(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResult:
     tables = Tables.of(config)
     events = read_delta(spark, tables.events, "ingest")
-    entities = aggregate_features(events, config.features)
+    _check_columns(events, config.features)  # before event_time's job: a bad column costs none
+    basis = event_time(events, config.features)
+    entities = aggregate_features(events, config.features, basis)
     overwrite_table(entities, tables.entities, run_id)
-    counts = events.agg(F.count(F.lit(1)).alias("rows"),
-                        F.count(_col(config.features.entity)).alias("named")).first()
+    later = (F.count(F.when(~basis.not_after(), 1)) if basis is not None and basis.from_config
+             else F.lit(0))
+    counts = events.agg(F.count(F.lit(1)).alias("rows"), F.count(_col(config.features.entity)).alias("named"),
+                        later.alias("later")).first()
     rows_in, no_entity = counts.rows, counts.rows - counts.named
     rows_out = read_delta(spark, tables.entities, "features").count()
     method = "approximate (HLL++)" if config.features.approximate_distinct else "exact"
     message = (f"{len(config.features.definitions)} features for {rows_out:,} entities "
                f"({method} distinct counts)")
+    if basis is not None:
+        message += f", {basis.describe()}"
     if no_entity:
         message += f"; {no_entity:,} events without {config.features.entity} belong to no entity"
-    details = {"features": list(config.features.definitions), "events_without_entity": no_entity}
+    if counts.later:
+        message += f"; {counts.later:,} events after features.as_of left out"
+    details = {"features": list(config.features.definitions), "events_without_entity": no_entity,
+               # A rerun of the same config on more events moves a default as_of: say which was used.
+               "as_of": basis.as_of.isoformat() if basis else None,
+               "as_of_from": ("features.as_of" if basis.from_config else "latest event") if basis else None,
+               "time_column": basis.column if basis else None, "events_after_as_of": counts.later}
     return StageResult("features", rows_in, rows_out, details=details, message=message)
 
 

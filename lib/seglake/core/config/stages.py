@@ -2,37 +2,80 @@
 
 from __future__ import annotations
 
+import re
+from datetime import date, datetime, time, timezone
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from seglake.core.config.base import KRange, Strict, check_identifier
 
-AggName = Literal["count", "sum", "mean", "min", "max", "count_distinct", "ratio", "active_days"]
+AggName = Literal["count", "sum", "mean", "min", "max", "count_distinct", "ratio", "active_days",
+                  "recency_days", "tenure_days", "events_per_active_day"]
+# Aggregations of the event time; their column defaults to the features' time column.
+TIME_AGGS = ("recency_days", "tenure_days", "events_per_active_day")
+_WINDOW = re.compile(r"^([1-9][0-9]*)d$")
 
 
 class FeatureDef(Strict):
-    """One per-entity aggregation over ``bronze/events``."""
+    """One per-entity aggregation over ``bronze/events``.
+
+    ``window`` (``"30d"``) keeps only the events of the last that many days before
+    ``features.as_of`` for this one feature.
+
+    Examples
+    --------
+    >>> FeatureDef(agg="count", window="30d").window_days
+    30
+    >>> FeatureDef(agg="recency_days").column is None  # the features' time column
+    True
+    """
 
     agg: AggName
     column: str | None = None
     numerator: str | None = None
     denominator: str | None = None
+    window: str | None = None
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, window: str | None) -> str | None:
+        if window is not None and not _WINDOW.match(window):
+            raise ValueError("a window is a whole number of days followed by 'd', such as '30d'")
+        return window
 
     @model_validator(mode="after")
     def _operands(self) -> "FeatureDef":
         if self.agg == "ratio":
             if not (self.numerator and self.denominator):
                 raise ValueError("agg 'ratio' needs numerator and denominator (feature names)")
-        elif self.agg != "count" and not self.column:
+            if self.window:
+                raise ValueError("a ratio has no window of its own: give its numerator and "
+                                 "denominator the window")
+        elif self.agg not in ("count", *TIME_AGGS) and not self.column:
             raise ValueError(f"agg '{self.agg}' needs a column")
         if self.column:
             check_identifier(self.column)
         return self
 
+    @property
+    def window_days(self) -> int | None:
+        """The window in days, or None when every event up to ``as_of`` counts."""
+        return int(self.window[:-1]) if self.window else None
+
 
 class FeaturesConfig(Strict):
-    """Per-entity features aggregated from events into ``silver/entities``."""
+    """Per-entity features aggregated from events into ``silver/entities``.
+
+    ``as_of`` is the moment time-aware features are measured from (default: the latest event);
+    ``time_column`` the events column holding each event's time (default: the one timestamp
+    column of the events). A date or a time without a zone is UTC.
+
+    Examples
+    --------
+    >>> FeaturesConfig(as_of="2024-03-01").as_of.isoformat()
+    '2024-03-01T00:00:00+00:00'
+    """
 
     entity: str = "uid"
     definitions: dict[str, FeatureDef] = Field(default_factory=dict)
@@ -40,6 +83,28 @@ class FeaturesConfig(Strict):
     # HLL++ sketch size grows as 1/rsd**2: at 0.01 the sketches cost more than exact counting
     # (bench/bench_features.py); 0.05 is Spark's own default.
     approximate_rsd: float = Field(0.05, gt=0.0, lt=0.4)
+    as_of: datetime | None = None
+    time_column: str | None = None
+
+    @field_validator("as_of", mode="before")
+    @classmethod
+    def _date_is_midnight(cls, value: Any) -> Any:
+        # YAML reads an unquoted 2024-03-01 as a date: it means that day's start.
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return datetime.combine(value, time())
+        return value
+
+    @field_validator("as_of")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+    @field_validator("time_column")
+    @classmethod
+    def _time_column(cls, name: str | None) -> str | None:
+        return None if name is None else check_identifier(name)
 
     @field_validator("definitions")
     @classmethod
