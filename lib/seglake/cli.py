@@ -22,8 +22,11 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("setup", help="fetch the Delta Lake jars into the cache (once, needs Maven Central)")
 
-    synth = commands.add_parser("synth", help="write synthetic short-video interaction logs")
-    synth.add_argument("--events", type=int, required=True, help="number of event rows")
+    synth = commands.add_parser("synth", help="write synthetic short-video interaction logs or purchase logs")
+    synth.add_argument("--log", choices=["video", "purchases"], default="video",
+                       help="video: Douyin-style views (--events); purchases: orders with RFM archetypes (--customers)")
+    synth.add_argument("--events", type=int, help="number of event rows (--log video)")
+    synth.add_argument("--customers", type=int, help="number of customers (--log purchases)")
     synth.add_argument("--out", required=True, help="output folder (events/ and truth/ inside)")
     synth.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     synth.add_argument("--seed", type=int, default=0)
@@ -98,9 +101,27 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synth_purchases(args: argparse.Namespace) -> None:
+    from seglake.synth_purchases import generate_purchases
+
+    if args.customers is None or args.customers < 4:
+        raise SeglakeError(f"--customers: --log purchases needs at least 4 customers (got {args.customers})")
+    if args.events is not None or args.format != "parquet" or args.corrupt_rate:
+        raise SeglakeError("--log purchases: --events, --format and --corrupt-rate apply to --log video only")
+    summary = generate_purchases(args.out, args.customers, seed=args.seed)
+    print(f"[synth] {summary.orders:,} orders of {summary.customers:,} customers (latest "
+          f"{summary.latest:%Y-%m-%d %H:%M}Z) in {args.out}/events, truth in {args.out}/truth/customers.csv, "
+          f"{summary.seconds:.1f} s")
+
+
 def _synth(args: argparse.Namespace) -> None:
     from seglake.synth import generate
 
+    if args.log == "purchases":
+        _synth_purchases(args)
+        return
+    if args.events is None:
+        raise SeglakeError("--events: --log video needs the number of event rows")
     if args.events < 1:
         raise SeglakeError(f"--events must be positive (got {args.events})")
     if not 0.0 <= args.corrupt_rate <= 0.5:
