@@ -8,7 +8,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lib" / "seglake"
 # Lower layers never import higher ones (a module may import its own layer and those below).
-LAYERS = {"core": 0, "segmentation": 1, "report": 2, "usecases": 3, "top": 4}
+LAYERS = {"core": 0, "segmentation": 1, "report": 2, "serving": 2, "usecases": 3, "top": 4}
 
 
 def _modules() -> dict[str, Path]:
