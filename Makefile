@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= data/demo
 DEMO_EVENTS ?= 300000
 
-.PHONY: setup browser demo demo-text test bench clean
+.PHONY: setup browser demo demo-text demo-rfm test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,16 @@ demo-text: setup
 	@echo "outputs: $(LAKEHOUSE)/tiktok_bios/gold/{text_clusters,text_keywords,text_sweep} and the same under tiktok_hashtags/"
 	@echo "reports: $(LAKEHOUSE)/tiktok_bios/reports/demo/index.html  $(LAKEHOUSE)/tiktok_hashtags/reports/demo/index.html"
 
+# A synthetic purchase log with four planted RFM archetypes → every stage of conf/rfm.yaml (recency,
+# frequency, monetary, tenure). Its own target: a few minutes on 2 busy cores, too long for `demo`.
+RFM_DIR ?= data/rfm
+RFM_CUSTOMERS ?= 3000
+demo-rfm: setup
+	$(BIN)/seglake synth --log purchases --customers $(RFM_CUSTOMERS) --out $(RFM_DIR) --seed 7
+	SEGLAKE_EVENTS=$(CURDIR)/$(RFM_DIR)/events SEGLAKE_LAKEHOUSE=$(LAKEHOUSE) $(BIN)/seglake run --run-id demo --config conf/rfm.yaml
+	@echo "outputs: $(LAKEHOUSE)/rfm/silver/entities gold/{sweep,runs,segments,profiles,clusters,explanations,descriptions}; truth: $(RFM_DIR)/truth/customers.csv"
+	@echo "report: $(LAKEHOUSE)/rfm/reports/demo/index.html"
+
 # The report test opens reports in Debian's headless Chromium; install it once if it is missing.
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
@@ -61,4 +71,4 @@ bench: setup
 	BENCH_SIZES=$(BENCH_SIZES) $(BIN)/python bench/bench_pipeline.py
 
 clean:
-	rm -rf $(VENV) lakehouse data/demo spark-warehouse metastore_db
+	rm -rf $(VENV) lakehouse data/demo data/rfm spark-warehouse metastore_db
