@@ -70,6 +70,26 @@ def path_exists(spark: SparkSession, path: str) -> bool:
     return bool(fs.exists(hadoop_path))
 
 
+def list_folders(spark: SparkSession, path: str) -> list[str]:
+    """The names of the folders directly inside ``path`` (local or Hadoop), sorted; [] if missing.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "segments").mkdir(); (root / "runs").mkdir(); _ = (root / "a.json").write_text("{}")
+    >>> list_folders(spark, str(root)), list_folders(spark, str(root / "missing"))
+    (['runs', 'segments'], [])
+    """
+    local = _local(path)
+    if local is not None:
+        return sorted(p.name for p in local.iterdir() if p.is_dir()) if local.is_dir() else []
+    fs, hadoop_path = _filesystem(spark, path)
+    if not fs.exists(hadoop_path):
+        return []
+    return sorted(status.getPath().getName() for status in fs.listStatus(hadoop_path) if status.isDirectory())
+
+
 def put_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
     """Write ``data`` to ``uri`` (a local path or any Hadoop-compatible URI), replacing it.
 

@@ -12,6 +12,7 @@ the folder of the config file, so a config means the same thing from any working
 """
 
 from seglake.core.config.base import (
+    CatalogConfig,
     IDENTIFIER,
     RUN_ID,
     ColumnType,
@@ -51,7 +52,7 @@ from seglake.core.config.stages import (
 from seglake.core.config.usecase import SeglakeConfig
 
 __all__ = [
-    "IDENTIFIER", "RUN_ID", "AggName", "AlsSettings", "AssignerSettings", "ClassifierConfig",
+    "IDENTIFIER", "RUN_ID", "AggName", "AlsSettings", "AssignerSettings", "CatalogConfig", "ClassifierConfig",
     "ColumnType", "DensityConfig", "DriftConfig", "EntitiesSource", "EventRules", "EventsSource",
     "ExplainConfig", "FeatureDef", "FeaturesConfig", "FilterConfig", "GbtParams", "HdbscanConfig",
     "KRange", "LogisticRegressionParams", "RatingsSource", "SeglakeConfig", "SparkSettings", "Strict",

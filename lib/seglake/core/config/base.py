@@ -50,3 +50,26 @@ class SparkSettings(Strict):
 
     master: str | None = None
     conf: dict[str, str] = Field(default_factory=dict)
+
+
+class CatalogConfig(Strict):
+    """Register a run's bronze, silver and gold tables by name in the Spark catalog.
+
+    ``database`` is a database (``seglake``) or, on Databricks with Unity Catalog, a
+    ``catalog.schema`` (``main.marketing``). Tables are named ``<layer>_<table>`` inside it, e.g.
+    ``seglake.gold_segments``; each name points at the Delta table's own folder (an external
+    table), so dropping the name never deletes data.
+
+    Examples
+    --------
+    >>> CatalogConfig(database="main.marketing").database
+    'main.marketing'
+    >>> CatalogConfig(database="no spaces")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for CatalogConfig
+    database
+      String should match pattern ...
+    """
+
+    database: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from seglake.core.config.base import SparkSettings, Strict
+from seglake.core.config.base import CatalogConfig, SparkSettings, Strict
 from seglake.core.config.sources import (
     ClassifierConfig,
     EntitiesSource,
@@ -45,6 +45,7 @@ class SeglakeConfig(Strict):
     ratings: RatingsSource | None = None
     texts: TextsSource | None = None
     text_clusters: TextClustersConfig = Field(default_factory=TextClustersConfig)
+    catalog: CatalogConfig | None = None
     source_file: str = Field("", exclude=True)
     config_hash: str = Field("", exclude=True)
 
