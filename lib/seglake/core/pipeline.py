@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 
 from pyspark.sql import SparkSession
 
+from seglake.core.catalog import register as register_tables
 from seglake.core.config import SeglakeConfig, check_run_id
 from seglake.core.costs import counting
 from seglake.core.errors import SeglakeError, first_line
@@ -296,4 +297,8 @@ def run_stages(
             if not failed:
                 raise
             echo(f"[run] could not record the finished stages' costs in gold/runs: {first_line(err)}")
+    registered = register_tables(spark, config, {t for name in names for t in by_name[name].writes})
+    if registered:
+        echo(f"[catalog] {config.catalog.database}: "
+             + ", ".join(name.rsplit(".", 1)[1] for name in registered))
     return results
