@@ -115,6 +115,13 @@ def test_density_matches_umap_hdbscan_and_assigns_everyone(spark, tmp_path, lake
     group = result.details["groups"][0]
     assert group["fidelity"] >= 0.97 and group["clusters"] == 6
     assert group["stability_ari"] > 0.8
+    # the stage runs the stability refit as a task of its own: same labels and score as one process
+    settings = config.density
+    together = cluster_group(frame[frame["entity_id"].isin(sampled["entity_id"])].assign(group=0),
+                             features, settings.umap.model_dump(), settings.hdbscan.model_dump(),
+                             settings.seed, settings.stability_fraction, offset_by_group=False)
+    assert (together["cluster"].to_numpy() == sampled["cluster"].to_numpy()).all()
+    assert together["stability_ari"].iloc[0] == group["stability_ari"]
     assert adjusted_rand_score(clusters["truth"], clusters["cluster"]) > 0.9  # surrogate rows too
 
     again = density(spark, config, "r1")  # same seed, same run: same labels, rows replaced

@@ -8,7 +8,8 @@ Steps of :func:`explain` (config section ``explain``):
 2. A bounded sample of ``sample_size`` entities, stratified by cluster (by segment when there are no
    clusters) so that small clusters have enough rows; each row carries a design weight (stratum
    population / stratum sample) so that the rest of the population keeps its real mix.
-3. The sample is crossed with the target ids and ``groupBy(kind, target).applyInPandas`` trains one
+3. The sample is crossed with the target ids and ``groupBy(kind, target).applyInPandas``, one task
+   per target spread over the cores (:func:`seglake.segmentation.density.apply_per_key`), trains one
    binary XGBoost per target on the raw features, positives weighted by ``scale_pos_weight`` so both
    sides weigh the same. Precision, recall and F1 are measured (design-weighted) on a stratified
    ``holdout_fraction`` of the sample. A SHAP ``TreeExplainer`` is built inside the UDF (explainers do
@@ -39,7 +40,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from seglake.core.config import ExplainConfig, SeglakeConfig
-from seglake.segmentation.density import feature_columns, stratified_sample
+from seglake.segmentation.density import apply_per_key, feature_columns, stratified_sample
 from seglake.core.errors import SeglakeError
 from seglake.core.stages import StageResult
 from seglake.core.artifacts import EXPLAIN_MANIFEST, write_manifest
@@ -145,13 +146,17 @@ def _direction(feature: np.ndarray, contribution: np.ndarray, members: np.ndarra
     return "higher"
 
 
-def explain_targets(crossed: DataFrame, features: list[str], settings: ExplainConfig) -> pd.DataFrame:
-    """Spark wrapper: ``groupBy(kind, target).applyInPandas(explain_target)``; one small row per target."""
+def explain_targets(crossed: DataFrame, features: list[str], settings: ExplainConfig,
+                    targets: list[tuple[str, int]]) -> pd.DataFrame:
+    """Spark wrapper: ``groupBy(kind, target).applyInPandas(explain_target)``, one task per target
+    of ``targets`` (``(kind, target)`` pairs) spread over the cores; one small row per target."""
     body = functools.partial(explain_target, features=features, trees=settings.trees,
                              max_depth=settings.max_depth,
                              holdout_fraction=settings.holdout_fraction, seed=settings.seed)
     columns = crossed.select("kind", "target", "entity_id", "is_target", "weight", *features)
-    return columns.groupBy("kind", "target").applyInPandas(body, TARGET_SCHEMA).toPandas()
+    # every target is fitted on about as many rows (the sample, or its rows with a segment)
+    weights = {(kind, int(target)): 1.0 for kind, target in targets}
+    return apply_per_key(columns, ["kind", "target"], weights, body, TARGET_SCHEMA).toPandas()
 
 
 # ---------------------------------------------------------------- tables and words (driver, small)
@@ -385,7 +390,8 @@ def explain(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
                            f"({settings.min_cluster_size}) entities; skipped {', '.join(skipped)}")
 
     crossed = _crossed_sample(population, sizes, chosen, population_rows, settings)
-    targets = explain_targets(crossed, features, settings)
+    targets = explain_targets(crossed, features, settings,
+                              [(r.kind, int(r.target)) for r in chosen.itertuples()])
     failed = targets[targets["model"].isna()]
     skipped += [f"{r.kind} {r.target} (only {r.positives} in the sample)" for r in failed.itertuples()]
     targets = targets.dropna(subset=["model"])
