@@ -256,6 +256,25 @@ def test_entity_rows_score_like_training_with_unseen_categories(spark, accounts)
     assert list(reasons) == ["duplicate_id", "duplicate_id"]
 
 
+def test_categorical_features_drift_by_their_categories(spark, accounts):
+    folder, config, frame = accounts
+    manifest = json.loads((Path(Tables.of(config).models("acc")) / "manifest.json").read_text())["details"]
+    spec = manifest["drift_bins"]["verified"]  # categories by training frequency, then others, nulls
+    assert spec == {"categories": ["false", "true"], "expected": [pytest.approx(2 / 3), pytest.approx(1 / 3), 0.0, 0.0]}
+    frame.to_csv(folder / "same.csv", index=False)
+    score(spark, config, "acc", str(folder / "same.csv"), "same")
+    same = _table(spark, Tables.of(config).gold("drift"), "same").set_index("feature")
+    assert same.loc["verified", "psi"] == pytest.approx(0.0) and same.loc["verified", "status"] == "ok"
+    # a batch of the two unverified groups, a tenth of it with a status training never saw
+    shifted = frame.head(400).copy()
+    shifted.loc[shifted.index[:40], "verified"] = "pending"
+    shifted.to_csv(folder / "shifted.csv", index=False)
+    score(spark, config, "acc", str(folder / "shifted.csv"), "shifted")
+    drift = _table(spark, Tables.of(config).gold("drift"), "shifted").set_index("feature")
+    assert list(drift.loc["verified", "actual"]) == [pytest.approx(0.9), 0.0, pytest.approx(0.1), 0.0]
+    assert drift.loc["verified", "status"] == "flag"
+
+
 def test_missing_or_mistyped_feature_column_is_one_line_naming_it(spark, accounts):
     folder, config, frame = accounts
     frame.drop(columns="likes").to_csv(folder / "no_likes.csv", index=False)

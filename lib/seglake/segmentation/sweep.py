@@ -524,7 +524,7 @@ def sweep(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResul
         data.unpersist()
     metrics = [m for m, _ in measured]
     # Cut points for drift, on the very rows the transform and clustering were fitted on.
-    bins = training_bins(kept, features, config.drift.bins)
+    bins = training_bins(kept, features, config.drift.bins, categorical)
     chosen, reason = choose_k(
         ks, [m.sse for m in metrics], [m.silhouette_exact for m in metrics], pinned=settings.k,
         shares=[m.min_cluster_share for m in metrics], min_share=settings.min_share,
