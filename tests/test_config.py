@@ -26,7 +26,9 @@ def test_minimal_config_gets_defaults_and_paths_relative_to_the_file(tmp_path: P
     assert config.events.columns == {"user": "string", "plays": "long"}
     # No schema-specific rule by default: the config names the columns each rule applies to.
     rules = config.events.rules
-    assert (rules.not_null, rules.non_negative, rules.allowed_values, rules.dedupe) == ([], [], {}, True)
+    assert (rules.not_null, rules.non_negative, rules.allowed_values, rules.dedupe) == ([], [], {}, None)
+    # No events.key and dedupe unset: exact duplicate rows are kept (and counted by ingest).
+    assert config.events.dedupe_columns == []
     assert config.sweep.k_min == 2 and config.sweep.k_max == 9
     assert config.text_clusters.k_min == 2 and config.text_clusters.k_max == 8
 

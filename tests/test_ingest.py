@@ -32,7 +32,7 @@ def _events_config(folder: Path, lakehouse: Path, fmt: str = "csv") -> Path:
     text = (f"name: t\nlakehouse: {lakehouse}\nevents:\n  path: {folder}\n  format: {fmt}\n"
             f"  columns: {{{', '.join(f'{c}: long' for c in HEADER.split(','))}}}\n"
             "  rules: {not_null: [uid, item_id, author_id], non_negative: [duration_time, time],\n"
-            "          allowed_values: {finish: [0, 1], like: [0, 1]}}\n")
+            "          allowed_values: {finish: [0, 1], like: [0, 1]}, dedupe: true}\n")
     return write_config(folder.parent, text, f"{folder.name}.yaml")
 
 

@@ -1,9 +1,12 @@
 """Ingest raw interaction logs into ``bronze/events``; every rejected row goes to ``bronze/quarantine``.
 
-Each row is read as text, typed with ``try_cast`` and checked against the configured rules; a row
-with any problem keeps its raw content and gets a reason (``malformed_line``, ``bad_type:<col>``,
-``null:<col>``, ``negative:<col>``, ``not_allowed:<col>``, ``duplicate_row``). Input rows always
-equal bronze rows plus quarantined rows, and the check is made against the written tables.
+Each row is read as text (:mod:`seglake.segmentation.raw_files`, any layout), typed with
+``try_cast`` (a timestamp with its ``events.timestamp_format``) and checked against the configured
+rules; a row with any problem keeps its raw content and gets a reason (``malformed_line``,
+``bad_type:<col>``, ``null:<col>``, ``negative:<col>``, ``not_allowed:<col>``,
+``duplicate_key:<key>``, ``duplicate_row``). Input rows always equal bronze rows plus quarantined
+rows, and the check is made against the written tables. Exact duplicate rows that no dedupe
+applies to are kept and counted in the stage's line.
 
 Re-ingesting a file that is already in ``bronze/ingest_log`` with the same size and modification time
 adds nothing; a changed file replaces its own earlier rows (``replaceWhere`` on ``_ingest_file``).
@@ -11,107 +14,65 @@ adds nothing; a changed file replaces its own earlier rows (``replaceWhere`` on 
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 
+from pyspark.errors import PySparkException
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from seglake.core.config import EventsSource, SeglakeConfig, require_columns
+from seglake.core.config import EventsSource, SeglakeConfig
 from seglake.core.errors import SeglakeError, first_line
 from seglake.core.stages import StageResult
-from seglake.core.tables import Tables, read_delta, delta_exists, replace_rows, sql_string
+from seglake.core.tables import Tables, delta_exists, read_delta, replace_rows, sql_string
 
-CORRUPT = "_corrupt_record"
-SPARK_TYPES = {
-    "long": T.LongType(), "int": T.IntegerType(), "double": T.DoubleType(),
-    "string": T.StringType(), "boolean": T.BooleanType(), "timestamp": T.TimestampType(),
-}
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    """One raw file as the file system lists it."""
-
-    path: str
-    size: int
-    modified: int
+# Also imported from here by scoring, which reads raw files exactly as ingest does.
+from seglake.segmentation.raw_files import (
+    CORRUPT, LINE, SPARK_TYPES, SourceFile, list_files, read_failure, read_raw,
+)
 
 
-def list_files(spark: SparkSession, pattern: str) -> list[SourceFile]:
-    """Files under a path, folder or glob (Hadoop file systems, so URIs work on clusters).
-
-    Hidden and bookkeeping files (names starting with ``.`` or ``_``) are skipped.
-    """
-    jvm = spark.sparkContext._jvm
-    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
-    glob = jvm.org.apache.hadoop.fs.Path(pattern)
-    fs = glob.getFileSystem(hadoop_conf)
-    statuses = fs.globStatus(glob) or []
-    found: list[SourceFile] = []
-    for status in statuses:
-        if status.isDirectory():
-            files = fs.listFiles(status.getPath(), True)
-            while files.hasNext():
-                found.append(_source_file(files.next()))
-        else:
-            found.append(_source_file(status))
-    return sorted(
-        (f for f in found if not f.path.rsplit("/", 1)[-1].startswith((".", "_"))),
-        key=lambda f: f.path,
-    )
-
-
-def _source_file(status) -> SourceFile:
-    return SourceFile(str(status.getPath().toString()), int(status.getLen()),
-                      int(status.getModificationTime()))
-
-
-def read_raw(spark: SparkSession, paths: list[str], source: EventsSource) -> DataFrame:
-    """Read raw files: every configured column, ``_corrupt_record``, ``_ingest_file`` and ``_row``.
-
-    CSV and JSON columns are read as text, so that a wrong type becomes a quarantined row with a
-    reason instead of a failed job or a silent null. Parquet columns keep their own type where it is
-    already the configured one (typing 100M values by printing and re-parsing them would cost more
-    than the rest of ingest); any other Parquet column is read as text and typed like CSV.
-    ``_row`` numbers rows within the scan (the same numbers each time the same files are scanned),
-    so that "the first copy" of a duplicated row is well defined.
-    """
-    names = list(source.columns)
-    if source.format in ("csv", "json"):
-        schema = T.StructType(
-            [T.StructField(c, T.StringType()) for c in names] + [T.StructField(CORRUPT, T.StringType())]
-        )
-        reader = spark.read.schema(schema).option("mode", "PERMISSIVE")
-        reader = reader.option("columnNameOfCorruptRecord", CORRUPT)
-        if source.format == "csv":
-            # Check each file's header against the configured names: columns are then taken by
-            # name, and a file written with another delimiter or encoding fails naming the file
-            # instead of landing every row in the wrong column or in quarantine.
-            reader = reader.option("header", "true").option("enforceSchema", "false")
-        frame = reader.options(**source.options).format(source.format).load(paths)
-    else:
-        frame = spark.read.options(**source.options).parquet(*paths)
-        require_columns(frame.columns, names, "events.columns", f"the Parquet files under {source.path}")
-        types = {f.name: f.dataType for f in frame.schema.fields}
-        frame = frame.select(*[
-            F.col(c) if types[c] == SPARK_TYPES[t] else F.col(c).cast("string").alias(c)
-            for c, t in source.columns.items()
-        ])
-        frame = frame.withColumn(CORRUPT, F.lit(None).cast("string"))
-    return frame.select(*names, CORRUPT, F.col("_metadata.file_path").alias("_ingest_file"),
-                        F.monotonically_increasing_id().alias("_row"))
-
-
-def _raw_text(frame: DataFrame, names: list[str], fmt: str) -> Column:
-    """The input row as text: the malformed line itself, or the row rebuilt from its columns."""
-    if fmt == "csv":
-        rebuilt = F.concat_ws(",", *[F.coalesce(F.col(c).cast("string"), F.lit("")) for c in names])
+def _raw_text(frame: DataFrame, names: list[str], source: EventsSource) -> Column:
+    """The input row as text: the line itself where it was kept, or the row rebuilt from its columns."""
+    if LINE in frame.columns:
+        return F.col(LINE)
+    if source.format == "csv":
+        rebuilt = F.concat_ws(source.separator, *[F.coalesce(F.col(c).cast("string"), F.lit("")) for c in names])
     else:
         rebuilt = F.to_json(F.struct(*names))
     return F.coalesce(F.col(CORRUPT), rebuilt)
+
+
+def typed_value(name: str, kind: str, pattern: str | None = None) -> Column:
+    """A text column as its configured type, null where it does not parse.
+
+    A ``timestamp`` with a pattern (``events.timestamp_format``) is parsed with it; without one,
+    Spark's cast reads ISO forms (``2023-12-01``, ``2023-12-01 10:00:00``, with or without a zone).
+
+    Examples
+    --------
+    >>> days = spark.createDataFrame([("20231201",), ("2023-12-01",), ("20231301",)], "day string")
+    >>> [r.t for r in days.select(typed_value("day", "timestamp", "yyyyMMdd").alias("t")).collect()]
+    [datetime.datetime(2023, 12, 1, 0, 0), None, None]
+    """
+    if kind == "timestamp" and pattern is not None:
+        return F.try_to_timestamp(F.col(name), F.lit(pattern))
+    return F.col(name).try_cast(SPARK_TYPES[kind])
+
+
+def check_timestamp_formats(spark: SparkSession, source: EventsSource) -> None:
+    """Fail naming the key when a ``timestamp_format`` is not a Spark datetime pattern.
+
+    Spark rejects a bad pattern only when a row is parsed, deep in a job; one row here says which
+    column's pattern is at fault before anything is read.
+    """
+    for name, pattern in source.timestamp_format.items():
+        try:
+            spark.range(1).select(F.try_to_timestamp(F.lit("2000-01-01"), F.lit(pattern))).collect()
+        except PySparkException as err:
+            raise SeglakeError(f"events.timestamp_format.{name}: '{pattern}' is not a Spark datetime "
+                               f"pattern: {first_line(err)}") from None
 
 
 def classify_events(raw: DataFrame, source: EventsSource) -> DataFrame:
@@ -121,7 +82,7 @@ def classify_events(raw: DataFrame, source: EventsSource) -> DataFrame:
     ----------
     raw : DataFrame
         Output of :func:`read_raw`: the configured columns, ``_corrupt_record``, ``_ingest_file``
-        and ``_row``.
+        and ``_row`` (and ``_line`` for a log split on a delimiter pattern).
     source : EventsSource
         Column types and value rules.
 
@@ -130,12 +91,16 @@ def classify_events(raw: DataFrame, source: EventsSource) -> DataFrame:
     DataFrame
         Typed columns, ``_raw``, ``_ingest_file`` and ``_reason``. ``_raw`` (the input row as text) is
         only filled where ``_reason`` is set: rendering every valid row as text would cost more
-        than typing it. With ``rules.dedupe`` two small Spark jobs run here to find the duplicates.
+        than typing it. When :attr:`EventsSource.dedupe_columns` names columns (``events.key``, or
+        every column with ``rules.dedupe: true``), two small Spark jobs run here to find the
+        duplicates: every copy but the first is ``duplicate_key:<key>`` / ``duplicate_row``.
     """
     rules = source.rules
+    check_timestamp_formats(raw.sparkSession, source)
     kinds = {f.name: f.dataType for f in raw.schema.fields}
     text = {c: isinstance(kinds[c], T.StringType) for c in source.columns}
-    typed = {c: F.col(c).try_cast(SPARK_TYPES[t]) for c, t in source.columns.items()}
+    typed = {c: typed_value(c, t, source.timestamp_format.get(c)) if text[c] else F.col(c)
+             for c, t in source.columns.items()}
 
     def present(name: str) -> Column:
         return F.col(name).isNotNull() & (F.trim(F.col(name)) != "") if text[name] else F.col(name).isNotNull()
@@ -152,9 +117,10 @@ def classify_events(raw: DataFrame, source: EventsSource) -> DataFrame:
     )
     names = list(source.columns)
     checked = raw.withColumn("_reason", reason)
-    if rules.dedupe:
-        checked = _mark_duplicates(checked, names)
-    raw_text = _raw_text(checked, names, source.format)
+    if source.dedupe_columns:
+        duplicate = f"duplicate_key:{source.key}" if source.key else "duplicate_row"
+        checked = _mark_duplicates(checked, source.dedupe_columns, duplicate)
+    raw_text = _raw_text(checked, names, source)
     return checked.select(
         *[value.alias(name) for name, value in typed.items()],
         F.when(F.col("_reason").isNotNull(), raw_text).alias("_raw"), "_ingest_file", "_reason",
@@ -166,8 +132,11 @@ def classify_events(raw: DataFrame, source: EventsSource) -> DataFrame:
 BROADCAST_DUPLICATES = 2_000_000
 
 
-def _mark_duplicates(checked: DataFrame, names: list[str]) -> DataFrame:
-    """Quarantine every exact copy of a valid row but the first (by file, then position).
+def _mark_duplicates(checked: DataFrame, names: list[str], duplicate: str) -> DataFrame:
+    """Mark every valid row whose ``names`` values repeat an earlier one's (by file, then position).
+
+    ``duplicate`` is the reason given to the later copies (``duplicate_row`` when ``names`` are
+    every column, ``duplicate_key:<key>`` for an event id).
 
     Duplicates are rare, so the batch is not sorted with its payload. (1) One hash aggregation over
     two hashes of each valid row's values (96 bits) finds the values seen more than once. (2) Only
@@ -195,9 +164,9 @@ def _mark_duplicates(checked: DataFrame, names: list[str]) -> DataFrame:
     if copies is None:  # too many to broadcast: one window over every row
         is_copy = F.col("_reason").isNull() & (F.row_number().over(
             Window.partitionBy(*names, F.col("_reason").isNull()).orderBy("_ingest_file", "_row")) > 1)
-        return checked.withColumn("_reason", F.when(is_copy, F.lit("duplicate_row")).otherwise(F.col("_reason")))
+        return checked.withColumn("_reason", F.when(is_copy, F.lit(duplicate)).otherwise(F.col("_reason")))
     marked = checked.join(F.broadcast(copies), "_row", "left")  # _row is unique within the scan
-    reason = F.when(F.col("_reason").isNull() & F.col("_copy"), F.lit("duplicate_row")).otherwise(F.col("_reason"))
+    reason = F.when(F.col("_reason").isNull() & F.col("_copy"), F.lit(duplicate)).otherwise(F.col("_reason"))
     return marked.withColumn("_reason", reason).drop("_copy")
 
 
@@ -211,6 +180,7 @@ class Reconciliation:
     bronze_rows: int
     quarantined_rows: int
     reasons: dict[str, int]
+    duplicates_kept: int = 0
 
     @property
     def balanced(self) -> bool:
@@ -224,7 +194,28 @@ class Reconciliation:
             f"input {self.input_rows:,} = bronze {self.bronze_rows:,} + quarantine "
             f"{self.quarantined_rows:,} ({verdict}); files {self.files} new, {self.skipped_files} "
             f"already ingested" + (f"; reasons: {top}" if top else "")
+            + (f"; {self.duplicates_kept:,} exact duplicate rows kept" if self.duplicates_kept else "")
         )
+
+
+def count_exact_duplicates(frame: DataFrame, names: list[str]) -> int:
+    """Rows that repeat an earlier row's values exactly: every copy beyond the first.
+
+    Like :func:`_mark_duplicates`, one hash aggregation finds the values seen more than once and
+    only the rows carrying them are compared by value, so a hash collision is not counted.
+
+    Examples
+    --------
+    >>> orders = spark.createDataFrame([(1, 9.5), (1, 9.5), (1, 9.5), (2, 9.5)], "customer long, amount double")
+    >>> count_exact_duplicates(orders, ["customer", "amount"])
+    2
+    """
+    values = [F.col(n) for n in names]
+    hashed = frame.select(*values, F.xxhash64(*values).alias("_h1"), F.hash(*values).alias("_h2"))
+    repeated = hashed.groupBy("_h1", "_h2").count().where(F.col("count") > 1).select("_h1", "_h2")
+    copies = (hashed.join(repeated, ["_h1", "_h2"], "left_semi").groupBy(*values).count()
+              .agg(F.sum(F.col("count") - 1).alias("copies")).first())
+    return int(copies["copies"] or 0)
 
 
 def _already_ingested(spark: SparkSession, tables: Tables) -> set[tuple[str, int, int]]:
@@ -246,7 +237,8 @@ def ingest(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResu
     Returns
     -------
     StageResult
-        ``details['reconciliation']`` is a :class:`Reconciliation`.
+        ``details['reconciliation']`` is a :class:`Reconciliation`; its ``duplicates_kept`` counts
+        the exact duplicate rows that landed in bronze because no dedupe applied (also in the line).
 
     Raises
     ------
@@ -305,7 +297,12 @@ def ingest(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResu
         r.kind: r["count"]
         for r in quarantine.select(F.split("reason", ";")[0].alias("kind")).groupBy("kind").count().collect()
     }
-    report = Reconciliation(len(new), skipped, input_rows, sum(bronze.values()), sum(reasons.values()), reasons)
+    # Without dedupe, exact copies are kept as real events (two identical purchases on one day);
+    # they are counted, from what was written, so that the choice is visible in the stage's line.
+    kept = (0 if source.dedupe_columns else
+            count_exact_duplicates(read_delta(spark, tables.events, "ingest").where(in_files), names))
+    report = Reconciliation(len(new), skipped, input_rows, sum(bronze.values()), sum(reasons.values()),
+                            reasons, kept)
     if not report.balanced:
         raise SeglakeError(f"ingest of {source.path} does not reconcile: {report.line()}")
     _log_files(spark, tables, new, per_file, bronze, run_id)
@@ -326,34 +323,3 @@ def _log_files(spark: SparkSession, tables: Tables, new: list[SourceFile], per_f
 
     # Keyed by file, like bronze: a file ingested again (it changed) replaces its row, in one commit.
     replace_rows(log, tables.ingest_log, f"file IN ({', '.join(sql_string(f.path) for f in new)})")
-
-
-READ_FILE = re.compile(r"Encountered error while reading file (\S+?)\.?\s")
-CAUSE = re.compile(r"^Caused by: [\w.$]+: (.*)$")
-
-
-def read_failure(err: Exception) -> str:
-    """One line from a failed read of raw files: the file Spark names and the innermost cause.
-
-    Spark wraps a reader's error in job, stage and task exceptions, each with its Java frames; what a
-    user needs is the file (``FAILED_READ_FILE``) and the last ``Caused by`` message.
-    """
-    text = str(err)
-    lines = text.splitlines()
-    causes = [i for i, line in enumerate(lines) if CAUSE.match(line)]
-    if not causes:
-        return first_line(err)
-    parts = [CAUSE.match(lines[causes[-1]]).group(1).strip()]
-    for line in lines[causes[-1] + 1:]:
-        if line.startswith(("\tat ", "\t...", "Caused by")):
-            break
-        if line.strip() and not line.startswith("CSV file:"):
-            parts.append(line.strip())
-    cause = " ".join(parts).rstrip(":")
-    if "CSV header" in cause:
-        cause += " (check events.columns, and sep and encoding in events.options)"
-    found = READ_FILE.search(text)
-    if found and found.group(1) not in cause:
-        cause = f"{found.group(1)}: {cause}"
-    # A header read in the wrong encoding quotes NULs and control bytes: keep the line printable.
-    return re.sub(r"[\x00-\x1f\x7f]", "", cause)[:600]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -12,26 +13,76 @@ from seglake.core.config.base import ColumnType, Strict, check_identifier
 class EventRules(Strict):
     """Value rules for raw events; a row that breaks one goes to quarantine with the reason.
 
-    No rule is on by default except ``dedupe``: which columns must be present, non-negative or
-    restricted to some values depends on the log's schema, so the config names them.
+    No value rule is on by default: which columns must be present, non-negative or restricted to
+    some values depends on the log's schema, so the config names them. ``dedupe`` left unset
+    follows ``events.key`` (see :attr:`EventsSource.dedupe_columns`).
     """
 
     not_null: list[str] = Field(default_factory=list)
     non_negative: list[str] = Field(default_factory=list)
     allowed_values: dict[str, list[int]] = Field(default_factory=dict)
-    dedupe: bool = True
+    dedupe: bool | None = None
+
+
+# Names of delimiters that are not one fixed string; each is a Java regular expression that Spark's
+# `split` applies to the line (after stripping the line's leading and trailing whitespace).
+NAMED_DELIMITERS = {"whitespace": r"\s+"}
+
+
+class DelimiterPattern(Strict):
+    r"""Fields separated by a regular expression (Java syntax, as Spark's ``split`` reads it).
+
+    Examples
+    --------
+    >>> print(DelimiterPattern(regex=r"\s*\|\s*").regex)
+    \s*\|\s*
+    >>> DelimiterPattern(regex="(")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for DelimiterPattern
+    regex
+      Value error, '(' is not a regular expression: missing ), unterminated subpattern ...
+    """
+
+    regex: str = Field(min_length=1)
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, regex: str) -> str:
+        try:
+            re.compile(regex)
+        except re.error as err:
+            raise ValueError(f"'{regex}' is not a regular expression: {err}") from None
+        return regex
 
 
 class EventsSource(Strict):
-    """Raw interaction logs (CSV, JSON lines or Parquet) ingested to ``bronze/events``.
+    r"""Raw interaction logs (CSV or other delimited text, JSON lines or Parquet) ingested to ``bronze/events``.
 
     ``columns`` is required: the schema of the log (name → type) is the config's to give, and every
-    column named in ``rules`` must be one of them.
+    column named in ``rules``, ``key`` or ``timestamp_format`` must be one of them. ``header``,
+    ``delimiter`` apply to ``csv`` only; ``timestamp_format`` to any value read as text.
+
+    Examples
+    --------
+    >>> log = EventsSource(path="raw", format="csv", header=False, delimiter="whitespace",
+    ...                    columns={"customer": "long", "day": "timestamp", "amount": "double"},
+    ...                    timestamp_format={"day": "yyyyMMdd"})
+    >>> print(log.field_pattern, log.dedupe_columns)
+    \s+ []
+    >>> EventsSource(path="raw", columns={"id": "string", "n": "long"}, key="id").dedupe_columns
+    ['id']
+    >>> EventsSource(path="raw", columns={"id": "string", "n": "long"}, rules={"dedupe": True}).dedupe_columns
+    ['id', 'n']
     """
 
     path: str
     format: Literal["csv", "json", "parquet"] = "parquet"
     columns: dict[str, ColumnType] = Field(min_length=1)
+    key: str | None = None
+    header: bool = True
+    delimiter: str | DelimiterPattern | None = None
+    timestamp_format: dict[str, str] = Field(default_factory=dict)
     options: dict[str, str] = Field(default_factory=dict)
     rules: EventRules = Field(default_factory=EventRules)
 
@@ -42,14 +93,67 @@ class EventsSource(Strict):
             check_identifier(name)
         return columns
 
+    @field_validator("delimiter")
+    @classmethod
+    def _delimiter(cls, delimiter: str | DelimiterPattern | None) -> str | DelimiterPattern | None:
+        if delimiter == "":
+            raise ValueError("delimiter is empty: give a string such as ',' or '\\t', 'whitespace' or {regex: ...}")
+        return delimiter
+
+    @field_validator("timestamp_format")
+    @classmethod
+    def _patterns(cls, formats: dict[str, str]) -> dict[str, str]:
+        empty = [c for c, pattern in formats.items() if not pattern.strip()]
+        if empty:
+            raise ValueError(f"timestamp_format is empty for {', '.join(empty)}")
+        return formats
+
     @model_validator(mode="after")
     def _rules_name_columns(self) -> "EventsSource":
         known = set(self.columns)
-        named = [*self.rules.not_null, *self.rules.non_negative, *self.rules.allowed_values]
+        named = [*self.rules.not_null, *self.rules.non_negative, *self.rules.allowed_values,
+                 *([self.key] if self.key else [])]
         unknown = [c for c in named if c not in known]
         if unknown:
-            raise ValueError(f"rules name columns not in events.columns: {', '.join(unknown)}")
+            raise ValueError(f"rules or key name columns not in events.columns: {', '.join(unknown)}")
+        not_timestamps = [c for c in self.timestamp_format if self.columns.get(c) != "timestamp"]
+        if not_timestamps:
+            raise ValueError(f"timestamp_format names columns that are not timestamp columns of "
+                             f"events.columns: {', '.join(not_timestamps)}")
+        layout = [k for k in ("header", "delimiter") if k in self.model_fields_set]
+        if self.format != "csv" and layout:
+            raise ValueError(f"{' and '.join(layout)} apply to format csv only (format is {self.format})")
+        separators = [k for k in ("sep", "delimiter") if k in self.options]
+        if self.delimiter is not None and separators:
+            raise ValueError(f"delimiter and options.{separators[0]} both set the separator: keep delimiter")
         return self
+
+    @property
+    def field_pattern(self) -> str | None:
+        """The regular expression lines are split on, or None when Spark's CSV reader splits them."""
+        if isinstance(self.delimiter, DelimiterPattern):
+            return self.delimiter.regex
+        return NAMED_DELIMITERS.get(self.delimiter) if self.delimiter else None
+
+    @property
+    def separator(self) -> str:
+        """The fixed separator of a CSV log (``delimiter``, else ``options.sep``, else ``,``)."""
+        if isinstance(self.delimiter, str) and self.field_pattern is None:
+            return self.delimiter
+        return self.options.get("sep", self.options.get("delimiter", ","))
+
+    @property
+    def dedupe_columns(self) -> list[str]:
+        """Columns whose repeated values quarantine every copy but the first; empty: no dedupe.
+
+        ``rules.dedupe`` unset means: dedupe on ``key`` when the config names one, else keep exact
+        duplicate rows (two identical purchases on one day are two purchases). ``dedupe: true``
+        without a key dedupes exact rows (every column); ``dedupe: false`` keeps everything.
+        """
+        dedupe = self.rules.dedupe if self.rules.dedupe is not None else self.key is not None
+        if not dedupe:
+            return []
+        return [self.key] if self.key else list(self.columns)
 
 
 class EntitiesSource(Strict):
