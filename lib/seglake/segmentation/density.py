@@ -318,12 +318,18 @@ def clustering_space(values: np.ndarray) -> np.ndarray:
     >>> values = np.array([[0.0], [np.nan], [np.e - 1]])  # log1p: 0, the median 0.5, 1
     >>> clustering_space(values).round(3).ravel().tolist()
     [-1.225, 0.0, 1.225]
+    >>> clustering_space(np.full((3, 1), 0.7)).ravel().tolist()  # constant, its spread float noise
+    [0.0, 0.0, 0.0]
     """
     logged = np.sign(values) * np.log1p(np.abs(values))
     medians = np.nanmedian(np.where(np.isnan(logged).all(axis=0), 0.0, logged), axis=0)
     filled = np.where(np.isnan(logged), medians, logged)
+    centred = filled - filled.mean(axis=0)
     spread = filled.std(axis=0)
-    return (filled - filled.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
+    # a constant column's mean has rounding error, so its spread is ~1e-17, not 0: dividing by it
+    # would turn the constant into ±1; relative to the column's size such a spread is zero
+    constant = spread <= 1e-12 * np.maximum(np.abs(filled).max(axis=0, initial=0.0), 1.0)
+    return np.where(constant, 0.0, centred / np.where(constant, 1.0, spread))
 
 
 def _umap(space: np.ndarray, umap: dict, seed: int, n_components: int, min_dist: float,
