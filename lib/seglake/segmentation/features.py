@@ -225,8 +225,12 @@ def _check_columns(events: DataFrame, features: FeaturesConfig) -> dict[str, T.D
     return types
 
 
-def _plain_agg(spec: FeatureDef, kind: T.DataType | None, kept: Callable[[Column], Column],
-               basis: EventTime | None) -> Column:
+def _every(value: Column) -> Column:
+    return value
+
+
+def _plain_agg(spec: FeatureDef, kind: T.DataType | None, kept: Callable[[Column], Column] = _every,
+               basis: EventTime | None = None) -> Column:
     """One aggregate over the events ``kept`` lets through (all of them, or a window's)."""
     if spec.agg == "count":  # rows per entity, or non-null values when a column is named
         return F.count(kept(_col(spec.column) if spec.column else F.lit(1)))
@@ -245,9 +249,9 @@ def _plain_agg(spec: FeatureDef, kind: T.DataType | None, kept: Callable[[Column
     return total
 
 
-def _distinct_value(spec: FeatureDef, column: str, kind: T.DataType) -> Column:
+def _distinct_value(spec: FeatureDef, kind: T.DataType, column: str | None = None) -> Column:
     """What is counted distinctly: the column itself, or its calendar day (UTC for unix seconds)."""
-    value = _col(column)
+    value = _col(column or spec.column)
     if spec.agg in ("active_days", "events_per_active_day"):
         return F.to_date(value) if isinstance(kind, _TIME) else F.floor(value / SECONDS_PER_DAY)
     return value
@@ -368,7 +372,7 @@ def aggregate_features(events: DataFrame, features: FeaturesConfig,
         if spec.agg in PLAIN_AGGS:
             aggregates.append(_plain_agg(spec, kind, kept, basis).alias(alias))
             continue
-        distinct[alias] = kept(_distinct_value(spec, column, kind))
+        distinct[alias] = kept(_distinct_value(spec, kind, column))
         if spec.agg == "events_per_active_day":
             aggregates.append(F.count(kept(_col(column))).alias(f"{alias}_events"))
             values[name] = F.try_divide(F.col(f"{alias}_events").cast("double"), F.col(alias))
