@@ -229,6 +229,40 @@ def check_inputs(spark: SparkSession, config: SeglakeConfig, names: list[str], r
                        f"{' or '.join(choices)} under {tables.root}, which does not exist: {hint}")
 
 
+# After any of these stages of an events or entities run, the run's Spark-free segmenter is
+# exported again into models/<run_id>/segmenter: it carries the sweep's transform and centers,
+# the density surrogates and the explain stage's descriptions. Named like a stage function, so this
+# module imports no serving code (and its MLflow) until a run needs it.
+SEGMENTER_STAGES = ("segment", "density", "explain")
+SEGMENTER_EXPORT = "seglake.serving.export:save_run_segmenter"
+
+
+def export_segmenter_after(spark: SparkSession, config: SeglakeConfig, names: list[str], run_id: str,
+                           echo: Callable[[str], None]) -> str | None:
+    """Export the run's segmenter when a segmenter stage ran; the folder, or None.
+
+    Runs when ``segment`` ran in this call, or ``density``/``explain`` re-ran on a run whose
+    segmenter exists already (so it gains the new surrogates or names). A run the segmenter cannot
+    serve (another clustering algorithm) gets a one-line note, not a failure.
+    """
+    from seglake.core.artifacts import path_exists
+    from seglake.core.tables import Tables
+
+    if source_kind(config) not in ("events", "entities") or not set(names) & set(SEGMENTER_STAGES):
+        return None
+    folder = f"{Tables.of(config).models(run_id)}/segmenter"
+    if "segment" not in names and not path_exists(spark, f"{folder}/MLmodel"):
+        return None
+    module, function = SEGMENTER_EXPORT.split(":")
+    try:
+        saved = getattr(importlib.import_module(module), function)(spark, config, run_id)
+    except SeglakeError as err:
+        echo(f"[segmenter] not exported: {err}")
+        return None
+    echo(f"[segmenter] run {run_id}: Spark-free segmenter (MLflow pyfunc) saved to {saved}")
+    return saved
+
+
 def default_run_id() -> str:
     """A sortable UTC timestamp; pass an explicit run id to make a re-run replace its rows.
 
@@ -288,6 +322,7 @@ def run_stages(
             results.append(result)
             if on_stage is not None:
                 on_stage(result)
+        export_segmenter_after(spark, config, names, run_id, echo)
         failed = False
     finally:
         # What each finished stage cost, in gold/runs: one commit for the run, after its stages.

@@ -11,7 +11,10 @@ logged once the stages have finished, from the run's small gold tables:
   ``density.group_by: segment``); ``explain.<kind>.<target>.precision|recall|f1`` and
   ``explain.<kind>.macro_f1``; ``classify.<model>.<split>.<metric>``;
 * artifacts: ``config/config.json``, ``models/`` (the run's model folder with its manifests),
-  ``report/index.html``, ``tables/descriptions.json``.
+  ``report/index.html``, ``tables/descriptions.json``;
+* model: ``segmenter``, the run's Spark-free segmenter (an MLflow pyfunc saved under
+  ``models/<run_id>/segmenter`` after the segment stage), registered as ``seglake-<name>`` when the
+  store has a model registry.
 
 A seglake run id maps to exactly one active MLflow run. MLflow cannot change a logged param or
 delete a metric value, so each call creates a fresh MLflow run and deletes (MLflow's soft delete;
@@ -77,6 +80,8 @@ class Record:
     files: list[tuple[Path, str]] = field(default_factory=list)  # local file or folder, artifact path
     dicts: dict[str, dict] = field(default_factory=dict)  # artifact file → JSON object
     tables: dict[str, Any] = field(default_factory=dict)  # artifact file → pandas DataFrame
+    models: dict[str, Path] = field(default_factory=dict)  # MLflow model name → saved pyfunc folder
+    registered_name: str | None = None  # model registry name of the models (when the store has one)
 
     def metric(self, key: str, value: Any, step: int = 0) -> None:
         """Add a metric; a value the stage did not compute (null, NaN) is not logged."""
@@ -266,7 +271,7 @@ def _log_run(spark, config, run_id, client, experiment_id, target, planned, fini
             if key.startswith("stage.") and key.split(".")[1] not in ran:
                 record.metric(key, value)
     try:
-        return _send(client, experiment_id, run_id, record, started_ms, status, previous)
+        return _send(client, experiment_id, run_id, record, started_ms, status, previous, target, echo)
     except Exception as err:
         raise _logging_error(target, run_id, err) from err
 
@@ -278,7 +283,8 @@ def _logging_error(target: TrackingTarget, run_id: str, err: BaseException) -> S
 
 
 def _send(client, experiment_id: str, run_id: str, record: Record, started_ms: int, status: str,
-          previous: list) -> str:
+          previous: list, target: TrackingTarget | None = None,
+          echo: Callable[[str], None] = print) -> str:
     from mlflow.entities import Metric, Param
 
     run = client.create_run(experiment_id, start_time=started_ms, tags=record.tags, run_name=run_id)
@@ -298,6 +304,8 @@ def _send(client, experiment_id: str, run_id: str, record: Record, started_ms: i
                 client.log_artifact(mlflow_run_id, str(local), artifact_path)
         for artifact_file, frame in record.tables.items():
             client.log_table(mlflow_run_id, data=frame, artifact_file=artifact_file)
+        for name, folder in record.models.items():
+            log_saved_pyfunc(target, mlflow_run_id, folder, name, record.registered_name, echo)
     except Exception:
         client.set_terminated(mlflow_run_id, status="FAILED")  # not left RUNNING half-logged
         raise
@@ -306,6 +314,76 @@ def _send(client, experiment_id: str, run_id: str, record: Record, started_ms: i
     for stale in previous:
         client.delete_run(stale.info.run_id)
     return mlflow_run_id
+
+
+def has_model_registry(tracking_uri: str) -> bool:
+    """False for MLflow's file store (a folder or ``file:`` URI), which keeps no model registry.
+
+    Examples
+    --------
+    >>> [has_model_registry(u) for u in ("sqlite:///lake/mlflow.db", "/lake/mlruns", "file:///lake/mlruns")]
+    [True, False, False]
+    """
+    return _local_folder(tracking_uri) is None
+
+
+@contextmanager
+def _mlflow_uri(tracking_uri: str):
+    """MLflow's fluent API (which ``Model.log`` uses) pointed at ``tracking_uri`` for a block.
+
+    MLflow's own save-and-restore: an unset URI is unset again afterwards (``set_tracking_uri``
+    with the default's value would export ``MLFLOW_TRACKING_URI`` to every later subprocess), and
+    the model registry follows the tracking URI while no registry URI is set.
+    """
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with _use_tracking_uri(tracking_uri):
+        yield
+
+
+def log_saved_pyfunc(target: TrackingTarget, mlflow_run_id: str, folder: Path, name: str,
+                     registered_name: str | None, echo: Callable[[str], None] = print) -> str:
+    """Log a pyfunc model saved as code at ``folder`` into an MLflow run; register it if asked.
+
+    The run's segmenter is saved by :mod:`seglake.serving.export` (with Spark, before tracking);
+    this re-logs that very folder through ``mlflow.models.Model.log`` (its code file, artifacts,
+    signature, input example and requirements), so tracking imports no serving code. On a store
+    without a model registry the model is logged and not registered, with a one-line note.
+
+    Returns
+    -------
+    str
+        The logged model's URI (``models:/<model_id>``).
+    """
+    import mlflow
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    saved = Model.load(str(folder))
+    flavor = saved.flavors["python_function"]
+    artifacts = {key: str(folder / spec["path"]) for key, spec in flavor.get("artifacts", {}).items()}
+    # the run active for the block: MLflow files the logged model under the active run's
+    # experiment (with only run_id it would go to the store's default experiment)
+    with _mlflow_uri(target.tracking_uri), \
+            mlflow.start_run(run_id=mlflow_run_id, nested=mlflow.active_run() is not None):
+        info = Model.log(None, mlflow.pyfunc, name=name, run_id=mlflow_run_id,
+                         python_model=str(folder / Path(flavor["model_code_path"]).name),
+                         artifacts=artifacts, signature=saved.signature,
+                         input_example=saved.load_input_example(str(folder)),
+                         pip_requirements=str(folder / "requirements.txt"))
+        if registered_name is None:
+            return info.model_uri
+        if not has_model_registry(target.tracking_uri):
+            echo(f"[tracking] {name} not registered as {registered_name}: the file store at "
+                 f"{target.tracking_uri} has no model registry")
+            return info.model_uri
+        try:
+            version = mlflow.register_model(info.model_uri, registered_name)
+        except Exception as err:  # a registry that refuses the name is a note, not a failed run
+            echo(f"[tracking] {name} not registered as {registered_name}: {_cause(err)}")
+        else:
+            echo(f"[tracking] {name} registered as {registered_name} version {version.version}")
+    return info.model_uri
 
 
 # ---------------------------------------------------------------- what to log, from gold tables
@@ -418,6 +496,10 @@ def _artifacts(config: SeglakeConfig, run_id: str, recorded: list[str], record: 
              f"{Tables.of(config).models(run_id)} is not on a local file system")
     elif wanted_models and models.is_dir():
         record.files.append((models, "models"))
+        # the run's Spark-free segmenter (seglake.core.pipeline.SEGMENTER_EXPORT), as an MLflow model
+        if (models / "segmenter" / "MLmodel").is_file():
+            record.models["segmenter"] = models / "segmenter"
+            record.registered_name = f"seglake-{config.name}"
     if "report" in recorded:
         try:
             page = Tables.of(config).report(run_id)
