@@ -1,4 +1,4 @@
-"""The ``seglake`` command: set-up, synthetic data, pipeline runs and scoring.
+"""The ``seglake`` command: set-up, synthetic data, pipeline runs, scoring and serving.
 
 Errors a user can cause print as one line on stderr with exit code 2; nothing else is caught.
 """
@@ -55,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--master", help="Spark master URL (default: config, then local[*])")
     score.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set drift.flag=0.3 (repeatable)")
+
+    serve = commands.add_parser("serve", help="answer JSON requests on 127.0.0.1 with a run's Spark-free segmenter")
+    serve.add_argument("--config", required=True, help="the conf/*.yaml the model run was trained with")
+    serve.add_argument("--model-run", required=True, help="run id whose segment stage ran")
+    serve.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (0: a free port)")
+    serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set lakehouse=/data/lake (repeatable)")
 
     classify = commands.add_parser("classify", help="score records with a saved claim classifier")
     classify.add_argument("--model", required=True,
@@ -114,6 +121,27 @@ def _synth_purchases(args: argparse.Namespace) -> None:
           f"{summary.seconds:.1f} s")
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from seglake.core.config import check_run_id, load_config
+    from seglake.core.tables import Tables
+    from seglake.serving.server import serve
+
+    config = load_config(args.config, args.set)
+    models = Tables.of(config).models(check_run_id(args.model_run))
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*:", models) and not models.startswith("file:"):
+        raise SeglakeError(f"serve loads a model from a local folder; {models} is not one (copy "
+                           f"its segmenter folder here and load it with mlflow.pyfunc.load_model)")
+    folder = Path(re.sub(r"^file:(//)?", "", models)) / "segmenter"
+    if not (folder / "MLmodel").is_file():
+        raise SeglakeError(f"model run {args.model_run} has no segmenter at {folder}: run its segment "
+                           f"stage again (seglake run --stages segment --run-id {args.model_run})")
+    if not 0 <= args.port <= 65535:
+        raise SeglakeError(f"--port must be in 0..65535 (got {args.port})")
+    serve(folder, args.port, echo=lambda line: print(line, flush=True))
+
+
 def _synth(args: argparse.Namespace) -> None:
     from seglake.synth import generate
 
@@ -161,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run(args)
         elif args.command == "score":
             return _score(args)
+        elif args.command == "serve":
+            _serve(args)
         elif args.command == "classify":
             _classify(args)
     except SeglakeError as err:

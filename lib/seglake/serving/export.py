@@ -32,9 +32,9 @@ from seglake.core.artifacts import write_manifest
 from seglake.core.config import SeglakeConfig
 from seglake.core.errors import SeglakeError
 from seglake.core.tables import Tables, read_run
+from seglake.segmentation.score import load_scoring_model
 from seglake.serving import segmenter as segmenter_module
 from seglake.serving.segmenter import ENTITY_ID, Segmenter, numbers  # noqa: F401 (numbers: see signature)
-from seglake.segmentation.score import load_scoring_model
 
 PYFUNC = "segmenter"                       # models/<run_id>/segmenter: the MLflow model folder
 SEGMENTER_MANIFEST = "manifest-segmenter.json"

@@ -41,7 +41,7 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -383,12 +383,12 @@ class Segmenter:
             (folder / name).write_bytes(data)
         body = {"files": {name: _sha256(data) for name, data in sorted(files.items())},
                 "details": {**self.details, "format": FORMAT},
-                "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                "written_at": datetime.now(UTC).isoformat(timespec="seconds")}
         (folder / MANIFEST).write_text(json.dumps(body, indent=2, sort_keys=True))
         return body
 
     @classmethod
-    def load(cls, folder: str | Path, threads: int = 1) -> "Segmenter":
+    def load(cls, folder: str | Path, threads: int = 1) -> Segmenter:
         """Read a folder written by :meth:`save`, refusing any file whose sha256 differs.
 
         Raises
@@ -442,8 +442,8 @@ def _boosters(details: dict[str, Any], surrogates: dict[int, bytes | None],
 
 # ---------------------------------------------------------------- the MLflow pyfunc
 
-import mlflow.models  # noqa: E402 — the wrapper only; the segmenter above needs no MLflow
-import mlflow.pyfunc  # noqa: E402
+import mlflow.models
+import mlflow.pyfunc
 
 
 class SegmenterModel(mlflow.pyfunc.PythonModel):
