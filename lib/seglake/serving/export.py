@@ -12,6 +12,7 @@ writes that model to ``models/<run_id>/segmenter/`` with a sha256 manifest
 
 from __future__ import annotations
 
+import importlib.resources
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -231,7 +232,12 @@ def save_pyfunc(segmenter: Segmenter, path: str | Path) -> Path:
     with tempfile.TemporaryDirectory() as scratch:
         files = Path(scratch) / "segmenter"
         segmenter.save(files)
-        mlflow.pyfunc.save_model(str(path), python_model=str(CODE), artifacts={"segmenter": str(files)},
+        # MLflow reads the model's code from a file on disk; under spark-submit the package is a
+        # zip on the Python path (--py-files), so the code is copied out through its loader first
+        code = Path(scratch) / CODE.name
+        code.write_text(importlib.resources.files(segmenter_module.__package__).joinpath(CODE.name)
+                        .read_text(encoding="utf-8"), encoding="utf-8")
+        mlflow.pyfunc.save_model(str(path), python_model=str(code), artifacts={"segmenter": str(files)},
                                  signature=signature(segmenter), input_example=segmenter.input_example(),
                                  pip_requirements=REQUIREMENTS)
     return path
