@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 EPSILON = 1e-4
@@ -137,17 +137,24 @@ def training_bins(kept: DataFrame, features: list[str], bins: int,
 
 
 def _category_bins(kept: DataFrame, categorical: list[str]) -> dict[str, dict[str, Any]]:
-    """Every categorical feature's category counts in one grouped pass (a small table per feature)."""
+    """Every categorical feature's category counts in one grouped pass; only each feature's
+    ``MAX_CATEGORIES`` most frequent categories, its null count and its total reach the driver
+    (a feature with millions of distinct values must not bring them all)."""
     pairs = F.explode(F.array(*[F.struct(F.lit(i).alias("f"), _col(c).cast("string").alias("v"))
                                 for i, c in enumerate(categorical)]))
-    counted = (kept.select(pairs.alias("p")).groupBy("p.f", "p.v").count().toPandas())
+    by_feature = Window.partitionBy("f")
+    counted = (kept.select(pairs.alias("p")).groupBy("p.f", "p.v").count()
+               .withColumn("total", F.sum("count").over(by_feature))
+               .withColumn("rank", F.row_number().over(
+                   by_feature.orderBy(F.col("v").isNull(), F.desc("count"), F.asc("v"))))
+               .where(F.col("v").isNull() | (F.col("rank") <= MAX_CATEGORIES)).toPandas())
     specs = {}
     for i, feature in enumerate(categorical):
         rows = counted[counted["f"] == i]
-        total, nulls = int(rows["count"].sum()), int(rows.loc[rows["v"].isna(), "count"].sum())
-        present = rows.dropna(subset=["v"]).sort_values(["count", "v"], ascending=[False, True])
-        top = present.head(MAX_CATEGORIES)
-        others = int(present["count"].sum()) - int(top["count"].sum())
+        total = int(rows["total"].iloc[0]) if len(rows) else 0
+        nulls = int(rows.loc[rows["v"].isna(), "count"].sum())
+        top = rows.dropna(subset=["v"]).sort_values("rank")
+        others = total - nulls - int(top["count"].sum())
         shares = [int(c) / total for c in top["count"]] + [others / total, nulls / total] if total else []
         specs[feature] = {"categories": [str(v) for v in top["v"]], "expected": shares}
     return specs
