@@ -45,6 +45,27 @@ def synthetic(spark, rows: int, seed: int):
     return blob_entities(spark, rows, centers, 0.5, seed, f"s{seed}-%09d", raw=F.expm1)
 
 
+def trained_run(spark, root, train: int, batch: int, partitions: int, stages):
+    """The benchmark's model run ``train``: ``train`` synthetic entities in ``silver/entities``,
+    swept (k pinned to 6), clustered on a 5k sample and segmented by ``stages(spark, config)``;
+    and a batch of ``batch`` new entities in Parquet at ``<root>/batch``. Returns the config."""
+    config = entities_config(
+        root, "bench", root / "lake", f"{{path: {root / 'batch'}, format: parquet, id: entity_id}}",
+        sweep="{k_min: 5, k_max: 6, k: 6, silhouette_sample: 2000}",
+        density="{sample_size: 5000, stability_fraction: 0, umap: {n_components: 2}}")
+    synthetic(spark, train, seed=1).write.format("delta").save(Tables.of(config).entities)
+    synthetic(spark, batch, seed=2).repartition(partitions).write.parquet(str(root / "batch"))
+    started = time.monotonic()
+    stages(spark, config)
+    print(f"# training took {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    return config
+
+
+def _stage_by_stage(spark, config) -> None:
+    for stage in (sweep, density, segment):  # the pipeline's order
+        print(f"# {stage(spark, config, 'train').line()}", file=sys.stderr, flush=True)
+
+
 def sklearn_baseline(train, batch) -> float:
     """Seconds for scikit-learn to transform and label ``batch`` (pandas) with a model fitted on ``train``."""
     from sklearn.cluster import KMeans
@@ -68,17 +89,8 @@ def main() -> None:
     args = parser(__doc__, scratch=True, entities=1_000_000, train=100_000).parse_args()
     rows: list[dict] = []
     with scratch("score", args.scratch) as root, session("bench-score") as spark:
-        config = entities_config(
-            root, "bench", root / "lake", f"{{path: {root / 'batch'}, format: parquet, id: entity_id}}",
-            sweep="{k_min: 5, k_max: 6, k: 6, silhouette_sample: 2000}",
-            density="{sample_size: 5000, stability_fraction: 0, umap: {n_components: 2}}")
+        config = trained_run(spark, root, args.train, args.entities, 4, _stage_by_stage)
         tables = Tables.of(config)
-        synthetic(spark, args.train, seed=1).write.format("delta").save(tables.entities)
-        synthetic(spark, args.entities, seed=2).repartition(4).write.parquet(str(root / "batch"))
-        started = time.monotonic()
-        for stage in (sweep, density, segment):  # the pipeline's order
-            print(f"# {stage(spark, config, 'train').line()}", file=sys.stderr, flush=True)
-        print(f"# training took {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
 
         train = spark.read.format("delta").load(tables.entities).toPandas()
         batch = spark.read.parquet(str(root / "batch")).toPandas()  # the baseline's input, in memory

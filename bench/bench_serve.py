@@ -33,8 +33,6 @@ import time
 import numpy as np
 from _common import (
     best_of,
-    blob_entities,
-    entities_config,
     machine,
     parser,
     print_measurements,
@@ -42,20 +40,10 @@ from _common import (
     session,
     timed_noop,
 )
-from pyspark.sql import functions as F
+from bench_score import trained_run
 from seglake.core.pipeline import run_stages
 from seglake.core.tables import Tables
 from seglake.segmentation.score import load_scoring_model, score_entities
-
-FEATURES = 8
-GROUPS = 6
-
-
-def synthetic(spark, rows: int, seed: int):
-    """Entities in ``GROUPS`` blobs of signed-log1p space, as heavy-tailed raw features."""
-    centers = np.random.default_rng(0).uniform(0, 8, size=(GROUPS, FEATURES))
-    return blob_entities(spark, rows, centers, 0.5, seed, f"s{seed}-%09d", raw=F.expm1)
-
 
 def percentiles(seconds: list[float]) -> tuple[float, float]:
     """p50 and p99 in milliseconds."""
@@ -97,17 +85,11 @@ def main() -> None:
     measured: list[dict] = []
     latency: list[tuple[str, float, float]] = []
     with scratch("serve", args.scratch) as root, session("bench-serve") as spark:
-        config = entities_config(
-            root, "bench", root / "lake", f"{{path: {root / 'batch'}, format: parquet, id: entity_id}}",
-            sweep="{k_min: 5, k_max: 6, k: 6, silhouette_sample: 2000}",
-            density="{sample_size: 5000, stability_fraction: 0, umap: {n_components: 2}}")
+        # the runner, not the stage functions: it exports the segmenter after segment
+        config = trained_run(spark, root, args.train, args.rows, 2, lambda spark, config: run_stages(
+            spark, config, ["sweep", "density", "segment"], "train",
+            echo=lambda line: print(f"# {line.splitlines()[0]}", file=sys.stderr, flush=True)))
         tables = Tables.of(config)
-        synthetic(spark, args.train, seed=1).write.format("delta").save(tables.entities)
-        synthetic(spark, args.rows, seed=2).repartition(2).write.parquet(str(root / "batch"))
-        started = time.monotonic()
-        run_stages(spark, config, ["sweep", "density", "segment"], "train",
-                   echo=lambda line: print(f"# {line.splitlines()[0]}", file=sys.stderr, flush=True))
-        print(f"# training took {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
 
         model = load_scoring_model(spark, tables, "train")
         entities = spark.read.parquet(str(root / "batch"))
