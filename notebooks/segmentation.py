@@ -92,12 +92,12 @@ show(gold(spark, config, "profiles", run_id))
 
 # MAGIC %md
 # MAGIC ## Why each group exists
-# MAGIC One-vs-rest XGBoost + SHAP per cluster and per segment, in plain language.
+# MAGIC One-vs-rest XGBoost + SHAP per cluster and per segment: a short name and a plain-language line each.
 
 # COMMAND ----------
 
 run_tracked(spark, config, ["explain"], run_id)
-show(gold(spark, config, "descriptions", run_id).select("kind", "target", "description"))
+show(gold(spark, config, "descriptions", run_id).select("kind", "target", "name", "description"))
 
 # COMMAND ----------
 

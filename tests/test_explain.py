@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,10 @@ from pyspark.sql import functions as F
 
 from conftest import shared_file
 from seglake.segmentation.density import density
+from seglake.core.config import ExplainConfig, NameOverrides
+from seglake.core.errors import SeglakeError
 from seglake.segmentation.explain import describe, explain, human, word
+from seglake.segmentation.names import candidates, name_targets, phrase, unique_names
 from seglake.segmentation.surrogate import load_booster
 from seglake.core.tables import Tables
 from test_density import density_config, write_entities
@@ -87,7 +91,19 @@ def test_each_archetype_is_explained_by_the_features_that_generate_it(spark, tmp
     text = descriptions.set_index(["kind", "target"])["description"]
     assert text[("cluster", 1)].startswith("Cluster 1 — 21.5% of accounts: very ")
     assert "very high f0" in text[("cluster", 1)] and "very low f1" in text[("cluster", 1)]
-    assert text[("cluster", 2)] in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert text[("cluster", 2)].removeprefix("Cluster 2") in printed
+
+    # names: from the generating features and their direction, unique within the run, printed
+    names = descriptions.set_index(["kind", "target"])["name"]
+    assert names.is_unique and names.notna().all() and set(names.index) == set(text.index)
+    for (kind, target), generating in [*((("cluster", c), r) for c, r in ARCHETYPES.items()),
+                                       (("segment", 1), ARCHETYPES[1])]:
+        phrases = re.sub(r" \(\d+\)$", "", names[(kind, target)]).split(", ")  # segment 1 is cluster 1
+        assert set(phrases[:len(generating)]) == {f"{d[:-2]} {f}" for f, d in generating.items()}, names
+    assert f'Cluster 2 "{names[("cluster", 2)]}" — ' in printed, names
+    assert f'Cluster 1 "{names[("cluster", 1)]}"' in result.message
+    assert result.details["names"][0] == {"kind": "cluster", "target": 0, "name": names[("cluster", 0)]}
 
     folder = tables.models("x1")
     manifest = json.loads(open(f"{folder}/manifest-explain.json").read())
@@ -95,9 +111,94 @@ def test_each_archetype_is_explained_by_the_features_that_generate_it(spark, tmp
     booster = load_booster(spark, folder, "explain/cluster-2.json", "manifest-explain.json")
     assert booster.feature_names == [f"f{i}" for i in range(6)]
 
-    explain(spark, config, "x1")  # a re-run replaces its rows
+    # a re-run replaces its rows; this one names two targets by hand, the others keep their rule
+    chosen = names[("cluster", 2)]
+    named = renamed(config, NameOverrides(segments={1: "loyal fans"}, clusters={0: chosen}))
+    explain(spark, named, "x1")
     again = spark.read.format("delta").load(tables.gold("explanations")).where("run_id = 'x1'")
     assert again.count() == len(rows)
+    renamed_rows = spark.read.format("delta").load(tables.gold("descriptions")).toPandas()
+    second = renamed_rows.set_index(["kind", "target"])["name"]
+    assert len(renamed_rows) == len(descriptions) and second.is_unique
+    assert second[("segment", 1)] == "loyal fans" and second[("cluster", 0)] == chosen
+    assert second[("cluster", 2)] != chosen and second[("cluster", 2)].startswith("high f2")
+    assert second[("cluster", 1)] == names[("cluster", 1)]
+
+    with pytest.raises(SeglakeError, match=r"^explain\.names\.clusters\.5: run x1 explains no cluster 5 "
+                                           r"\(its clusters: 0, 1, 2, 3\)$"):
+        explain(spark, renamed(config, NameOverrides(clusters={5: "tiny"})), "x1")  # 5 was skipped
+
+
+def renamed(config, names: NameOverrides):
+    """``config`` with ``explain.names`` set to ``names``."""
+    return config.model_copy(update={"explain": config.explain.model_copy(update={"names": names})})
+
+
+def ranking(rows: list[tuple[str, int, str, float, str]]) -> pd.DataFrame:
+    """Hand-built gold/explanations rows: (kind, target, feature, mean |SHAP|, direction)."""
+    frame = pd.DataFrame(rows, columns=["kind", "target", "feature", "mean_abs_shap", "direction"])
+    frame["rank"] = frame.groupby(["kind", "target"])["mean_abs_shap"].rank(ascending=False).astype(int)
+    return frame
+
+
+def test_a_name_is_two_to_four_words_from_the_strongest_features_and_their_direction():
+    assert phrase("n_authors", False) == "few authors" and phrase("distinct_hashtags", True) == "many hashtags"
+    assert phrase("completionRate", True) == "high completion rate" and phrase("likes_cnt", True) == "many likes"
+    assert phrase("watch_time", False) == "low watch time"
+    ranked = ranking([("cluster", 0, "finish_rate", 2.0, "higher"), ("cluster", 0, "n_authors", 1.0, "lower"),
+                      ("cluster", 0, "likes", 0.9, "higher"),
+                      ("cluster", 1, "mean_watch_seconds", 2.0, "lower"), ("cluster", 1, "n_authors", 1.5, "higher"),
+                      ("segment", 0, "likes", 3.0, "higher"), ("segment", 0, "views", 0.1, "higher")])
+    found = candidates(ranked)
+    assert found[("cluster", 0)] == ["high finish rate", "few authors", "high likes"]
+    assert found[("segment", 0)] == ["high likes"]  # views: under a tenth of the best |SHAP|
+    names = unique_names(found, "users")
+    assert names == {("cluster", 0): "high finish rate",  # with "few authors" it would be 5 words
+                     ("cluster", 1): "low mean watch seconds", ("segment", 0): "high likes"}
+    two = unique_names({("cluster", 0): ["high f0", "low f1", "low f2"]}, "users")
+    assert two == {("cluster", 0): "high f0, low f1"}
+    # the sentence's word (the median against the overall) wins over the SHAP sign when not typical
+    worded = ranked.assign(word=["low", "typical", "high", "very high", "low", "typical", "high"])
+    assert candidates(worded)[("cluster", 0)][:2] == ["low finish rate", "few authors"]
+    assert candidates(worded)[("cluster", 1)] == ["high mean watch seconds", "few authors"]
+
+
+def test_shared_names_take_the_next_feature_then_a_number():
+    ranked = ranking([("cluster", 0, "likes", 2.0, "higher"), ("cluster", 0, "views", 1.0, "higher"),
+                      ("cluster", 0, "shares", 0.5, "lower"),
+                      ("cluster", 1, "likes", 2.0, "higher"), ("cluster", 1, "views", 1.0, "higher"),
+                      ("cluster", 1, "shares", 0.5, "higher"),
+                      ("segment", 0, "likes", 2.0, "higher"), ("segment", 0, "views", 1.0, "higher"),
+                      ("segment", 0, "shares", 0.5, "higher"),
+                      ("segment", 1, "likes", 0.0, "higher"), ("segment", 2, "likes", 0.0, "higher")])
+    names = name_targets(ranked, renamed_explain(), "r1").set_index(["kind", "target"])["name"]
+    assert names.to_dict() == {("cluster", 0): "high likes, high views, low shares",
+                               ("cluster", 1): "high likes, high views, high shares",
+                               ("segment", 0): "high likes, high views, high shares (2)",
+                               ("segment", 1): "typical accounts", ("segment", 2): "typical accounts (2)"}
+    # an override is kept as given and the rule steers clear of it
+    fixed = name_targets(ranked, renamed_explain(segments={1: "high likes, high views"}), "r1")
+    fixed = fixed.set_index(["kind", "target"])["name"]
+    assert fixed[("segment", 1)] == "high likes, high views" and fixed.is_unique
+    with pytest.raises(SeglakeError, match=r"^explain\.names\.segments\.7: run r1 explains no segment 7 "
+                                           r"\(its segments: 0, 1, 2\)$"):
+        name_targets(ranked, renamed_explain(segments={7: "ghosts"}), "r1")
+
+
+def renamed_explain(**names) -> ExplainConfig:
+    """The explain settings of an 'accounts' use case with ``names`` as its overrides."""
+    return ExplainConfig(noun="accounts", names=NameOverrides(**names))
+
+
+def test_name_overrides_are_checked_when_the_config_loads(tmp_path, lakehouse):
+    config = density_config(tmp_path, lakehouse, "{}", "{names: {segments: {0: ' big spenders '}, clusters: {3: owls}}}")
+    assert config.explain.names.segments == {0: "big spenders"} and config.explain.names.clusters == {3: "owls"}
+    for bad, message in [("{names: {segments: {0: owls}, clusters: {3: owls}}}",
+                          "key 'explain.names': the name 'owls' is given twice (segments 0, clusters 3)"),
+                         ("{names: {groups: {0: owls}}}", "unknown key 'explain.names.groups'"),
+                         ("{names: {clusters: {3: ''}}}", "key 'explain.names.clusters.3': String should have at least 1")]:
+        with pytest.raises(SeglakeError, match=re.escape(message)):
+            density_config(tmp_path, lakehouse, "{}", bad)
 
 
 def tiktok_entities(spark, path) -> "DataFrame":

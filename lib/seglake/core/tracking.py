@@ -10,6 +10,7 @@ logged once the stages have finished, from the run's small gold tables:
   ``segment.size|share`` with step = segment; ``density.<metric>`` with step = group (0 unless
   ``density.group_by: segment``); ``explain.<kind>.<target>.precision|recall|f1`` and
   ``explain.<kind>.macro_f1``; ``classify.<model>.<split>.<metric>``;
+* tags: ``seglake.name.<kind>.<target>``, each segment's and cluster's name from the explain stage;
 * artifacts: ``config/config.json``, ``models/`` (the run's model folder with its manifests),
   ``report/index.html``, ``tables/descriptions.json``;
 * model: ``segmenter``, the run's Spark-free segmenter (an MLflow pyfunc saved under
@@ -485,6 +486,10 @@ def _explain_metrics(spark: SparkSession, tables: Tables, run_id: str, record: R
     if descriptions is not None:
         record.tables["tables/descriptions.json"] = (
             descriptions.drop("run_id").orderBy("kind", "target").toPandas())
+        if "name" in descriptions.columns:  # absent from runs explained before names existed
+            for row in record.tables["tables/descriptions.json"].itertuples():
+                if isinstance(row.name, str):
+                    record.tags[f"seglake.name.{row.kind}.{row.target}"] = row.name
 
 
 def _artifacts(config: SeglakeConfig, run_id: str, recorded: list[str], record: Record,

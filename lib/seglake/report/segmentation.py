@@ -27,6 +27,7 @@ from seglake.report.html import (
     table_html,
 )
 from seglake.report.sections import Rendered, ReportRun, Section
+from seglake.segmentation.names import heading
 
 MAP_POINTS = 20_000  # plotted sample points: enough to see every cluster, light enough for a browser
 GOLD_TABLES = ("sweep", "runs", "profiles", "cluster_quality", "explanations", "descriptions")
@@ -227,13 +228,17 @@ def choice_of_k_section(run: ReportRun) -> Rendered:
 
 
 def segments_section(run: ReportRun) -> Rendered:
-    """Segment sizes and per-feature means in original units, sizes and distributions charted."""
+    """Segment sizes, names and per-feature means in original units, sizes and distributions charted."""
     profiles = run.gold("profiles")
     if profiles is None:
         return Rendered([section("Segments", missing("the segment stage"))], 0)
     sizes = profiles.drop_duplicates("segment")[["segment", "size", "share"]].sort_values("segment")
     wide = profiles.pivot(index="segment", columns="feature", values="mean").reset_index()
     wide = sizes.merge(wide, on="segment")
+    descriptions = run.gold("descriptions")
+    if descriptions is not None and "name" in descriptions:  # the explain stage's names, beside the ids
+        named = descriptions[descriptions["kind"] == "segment"][["target", "name"]]
+        wide.insert(1, "name", wide["segment"].map(named.set_index("target")["name"]))
     body = (table_html(wide) + figure_html(size_figure(sizes, "segment"))
             + figure_html(distribution_figure(profiles)))
     return Rendered([section("Segments in original units (mean per feature)", body)], 2)
@@ -254,7 +259,7 @@ def density_section(run: ReportRun) -> Rendered:
 
 
 def explain_section(run: ReportRun) -> Rendered:
-    """Per segment and cluster: its description, the surrogate's F1 and its top SHAP features."""
+    """Per segment and cluster: its name and description, the surrogate's F1 and its top SHAP features."""
     explanations, descriptions = run.gold("explanations"), run.gold("descriptions")
     if explanations is None or descriptions is None:
         return Rendered([section("Explanations", missing("the explain stage"))], 0)
@@ -265,9 +270,11 @@ def explain_section(run: ReportRun) -> Rendered:
         scores = part.iloc[0] if len(part) else None
         score_text = (f"F1 {scores['f1']:.2f} (precision {scores['precision']:.2f}, recall "
                       f"{scores['recall']:.2f})" if scores is not None else "")
-        chart = figure_html(shap_figure(part, f"{row.kind} {row.target}")) if len(part) else ""
+        title = heading(row.kind, row.target, getattr(row, "name", None))
+        chart = figure_html(shap_figure(part, title)) if len(part) else ""
         charts += 1 if len(part) else 0
-        blocks.append(f"<div class='explain'><div class='text'><p>{html.escape(row.description)}</p>"
+        blocks.append(f"<div class='explain'><div class='text'><h3 class='name'>{html.escape(title)}</h3>"
+                      f"<p>{html.escape(row.description)}</p>"
                       f"<p class='score'>{score_text}</p></div><div class='chart'>{chart}</div></div>")
     return Rendered([section("Why each group exists (one-vs-rest XGBoost + SHAP)", "".join(blocks))], charts)
 

@@ -18,13 +18,15 @@ Steps of :func:`explain` (config section ``explain``):
    same), ``direction`` ("higher" when larger values push an entity into the target: the sign of the
    Spearman correlation between the feature and its SHAP value; the sign of the member-vs-rest median
    difference when that is undefined) and ``rank`` (1 = largest mean |SHAP|).
-5. Descriptions use the ``top_features`` best-ranked features (leaving out those with under a tenth
+5. Names (2–4 words, unique within the run, ``explain.names`` overrides by id) come from the best
+   ranked features and their direction by the rule of :mod:`seglake.segmentation.names`.
+6. Descriptions use the ``top_features`` best-ranked features (leaving out those with under a tenth
    of the best feature's mean |SHAP|), each with the target's median in
    original units and its ratio to the overall median (population medians, ``percentile_approx``):
    ratio ≥ 4 "very high", ≥ 1.25 "high", < 0.25 "very low", < 0.8 "low", otherwise "typical"
    (a difference instead of a ratio when the overall median is not positive).
 
-Writes ``gold/explanations``, ``gold/descriptions`` and ``models/<run_id>/explain/<kind>-<target>.json``
+Writes ``gold/explanations``, ``gold/descriptions`` (a name and a sentence per target) and ``models/<run_id>/explain/<kind>-<target>.json``
 with ``manifest-explain.json`` (sha256 per file).
 """
 
@@ -41,6 +43,7 @@ from pyspark.sql import types as T
 
 from seglake.core.config import ExplainConfig, SeglakeConfig
 from seglake.segmentation.density import apply_per_key, feature_columns, stratified_sample
+from seglake.segmentation.names import heading, name_targets, overrides, strong
 from seglake.core.errors import SeglakeError
 from seglake.core.stages import StageResult
 from seglake.core.artifacts import EXPLAIN_MANIFEST, write_manifest
@@ -60,7 +63,7 @@ TARGET_SCHEMA = T.StructType([
 EXPLANATIONS_SCHEMA = ("run_id string, kind string, target int, feature string, mean_abs_shap double, "
                        "direction string, rank int, precision double, recall double, f1 double, "
                        "size long, share double")
-DESCRIPTIONS_SCHEMA = ("run_id string, kind string, target int, size long, share double, "
+DESCRIPTIONS_SCHEMA = ("run_id string, kind string, target int, name string, size long, share double, "
                        "description string")
 WORDS = ((4.0, "very high"), (1.25, "high"), (0.8, "typical"), (0.25, "low"))
 
@@ -260,8 +263,7 @@ def describe(ranked: pd.DataFrame, medians: pd.DataFrame, overall: dict[str, dic
     lines = []
     for (kind, target), rows in merged.groupby(["kind", "target"], sort=True):
         # a feature with under a tenth of the best one's mean |SHAP| barely moves the model: leave it out
-        strong = rows["mean_abs_shap"] >= max(0.1 * rows["mean_abs_shap"].max(), 1e-12)
-        top = rows[(rows["rank"] <= top_features) & strong].sort_values("rank")
+        top = rows[(rows["rank"] <= top_features) & strong(rows["mean_abs_shap"])].sort_values("rank")
         parts = []
         for item in top.itertuples():
             label, detail = word(float(item.median), float(overall[item.feature]))
@@ -347,6 +349,12 @@ def _crossed_sample(population: DataFrame, sizes: pd.DataFrame, chosen: pd.DataF
             .withColumn("is_target", F.col("_label") == F.col("target")))
 
 
+def _first(items: list[str], shown: int = 8) -> str:
+    """The first ``shown`` items, and how many more there are."""
+    more = f", … ({len(items) - shown} more)" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
 def explain(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResult:
     """Explain every cluster and segment of a run with one-vs-rest XGBoost + SHAP.
 
@@ -362,7 +370,14 @@ def explain(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
     Returns
     -------
     StageResult
-        ``details``: ``targets`` (metrics per target), ``skipped``, ``descriptions``.
+        ``details``: ``targets`` (metrics per target), ``skipped``, ``descriptions``, ``names``
+        (``kind, target, name`` per target).
+
+    Raises
+    ------
+    SeglakeError
+        No clusters or segments for the run, none large enough, or an ``explain.names`` override
+        of a segment or cluster the run does not explain.
     """
     settings, tables = config.explain, Tables.of(config)
     entities = read_delta(spark, tables.entities, "features")
@@ -388,6 +403,7 @@ def explain(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
     if chosen.empty:
         raise SeglakeError(f"run {run_id}: no cluster or segment has explain.min_cluster_size "
                            f"({settings.min_cluster_size}) entities; skipped {', '.join(skipped)}")
+    overrides(settings, [(r.kind, int(r.target)) for r in chosen.itertuples()], run_id)  # before the fits
 
     crossed = _crossed_sample(population, sizes, chosen, population_rows, settings)
     targets = explain_targets(crossed, features, settings,
@@ -400,7 +416,10 @@ def explain(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
     medians = (profiles[profiles["kind"] != "overall"].drop(columns="size").astype({"target": "int64"})
                .melt(id_vars=["kind", "target"], var_name="feature", value_name="median"))
     overall = profiles.loc[profiles["kind"] == "overall", features].iloc[0].astype("float64").to_dict()
-    descriptions = describe(ranked, medians, overall, settings.top_features, settings.noun)
+    worded = ranked.merge(medians, on=["kind", "target", "feature"], how="left")
+    worded["word"] = [word(float(m), float(overall[f]))[0] for f, m in zip(worded["feature"], worded["median"])]
+    descriptions = describe(ranked, medians, overall, settings.top_features, settings.noun).merge(
+        name_targets(worded, settings, run_id), on=["kind", "target"])
     files = {f"explain/{r.kind}-{r.target}.json": bytes(r.model) for r in targets.itertuples()}
     manifest = write_manifest(spark, tables.models(run_id),
                               {"features": features, "settings": settings.model_dump()},
@@ -408,17 +427,19 @@ def explain(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
     write_run(_frame(spark, ranked, run_id, EXPLANATIONS_SCHEMA), tables.gold("explanations"), run_id)
     write_run(_frame(spark, descriptions, run_id, DESCRIPTIONS_SCHEMA), tables.gold("descriptions"),
               run_id)
-    for line in descriptions["description"]:
-        print(line)
+    headings = [heading(r.kind, r.target, r.name) for r in descriptions.itertuples()]
+    for title, row in zip(headings, descriptions.itertuples()):
+        print(title + row.description.removeprefix(f"{row.kind.capitalize()} {row.target}"))
 
     explained = targets.groupby("kind").size().to_dict()
     message = ", ".join(f"explained {n} {k}(s)" for k, n in explained.items())
-    if skipped:  # the full list is in details["skipped"]
-        more = f", … ({len(skipped) - 8} more)" if len(skipped) > 8 else ""
-        message += f"; skipped {len(skipped)}: {', '.join(skipped[:8])}{more}"
+    message += f"; named {_first(headings)}"  # the full lists are in details["names"], ["skipped"]
+    if skipped:
+        message += f"; skipped {len(skipped)}: {_first(skipped)}"
     metrics = targets[["kind", "target", "precision", "recall", "f1", "positives"]]
     return StageResult("explain", population_rows, len(targets),
                        details={"targets": metrics.to_dict("records"), "skipped": skipped,
                                 "descriptions": descriptions["description"].tolist(),
+                                "names": descriptions[["kind", "target", "name"]].to_dict("records"),
                                 "model_files": manifest["files"]},
                        message=message)

@@ -2,7 +2,7 @@
 
 :func:`export_segmenter` reads the run's saved transform, clustering model and density surrogates
 (each checked against its sha256 by :func:`seglake.segmentation.score.load_scoring_model`, the
-loader ``seglake score`` uses) and the explain stage's descriptions, and turns them into a
+loader ``seglake score`` uses) and the explain stage's names and descriptions, and turns them into a
 :class:`~seglake.serving.segmenter.Segmenter`: plain numbers read off the fitted MLlib stages.
 :func:`save_pyfunc` saves it as an MLflow model whose code is ``segmenter.py`` alone, and
 :func:`save_run_segmenter` (called by the runner after the segment, density and explain stages)
@@ -33,7 +33,9 @@ from seglake.core.artifacts import write_manifest
 from seglake.core.config import SeglakeConfig
 from seglake.core.errors import SeglakeError
 from seglake.core.tables import Tables, read_run
+from seglake.segmentation.names import NOISE_NAME
 from seglake.segmentation.score import load_scoring_model
+from seglake.segmentation.surrogate import NOISE
 from seglake.serving import segmenter as segmenter_module
 from seglake.serving.segmenter import ENTITY_ID, Segmenter, numbers  # noqa: F401 (numbers: see signature)
 
@@ -151,14 +153,21 @@ def transform_details(transform, features: list[str], categorical: list[str],
     return details, scale
 
 
-def _names(spark: SparkSession, tables: Tables, run_id: str) -> dict[str, dict[str, str]]:
-    """kind (segment, cluster) → id → description, from ``gold/descriptions`` (empty without)."""
+def _names(spark: SparkSession, tables: Tables, run_id: str,
+           density: bool) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+    """kind (segment, cluster) → id → name, and → description, from ``gold/descriptions`` (empty
+    without; a run explained before names existed has descriptions only). With a density stage the
+    noise cluster is named :data:`~seglake.segmentation.names.NOISE_NAME`."""
     rows = read_run(spark, tables.gold("descriptions"), run_id)
-    names: dict[str, dict[str, str]] = {}
+    names: dict[str, dict[str, str]] = {"cluster": {str(NOISE): NOISE_NAME}} if density else {}
+    descriptions: dict[str, dict[str, str]] = {}
     if rows is not None:
-        for row in rows.select("kind", "target", "description").collect():
-            names.setdefault(row["kind"], {})[str(row["target"])] = row["description"]
-    return names
+        named = "name" in rows.columns
+        for row in rows.select("kind", "target", "description", *["name"] * named).collect():
+            descriptions.setdefault(row["kind"], {})[str(row["target"])] = row["description"]
+            if named and row["name"] is not None:
+                names.setdefault(row["kind"], {})[str(row["target"])] = row["name"]
+    return names, descriptions
 
 
 def export_segmenter(spark: SparkSession, tables: Tables, run_id: str) -> Segmenter:
@@ -194,8 +203,9 @@ def export_segmenter(spark: SparkSession, tables: Tables, run_id: str) -> Segmen
         "features": model.features, "categorical": model.categorical,
         "feature_types": model.manifest.get("feature_types", {}),
         "filter": model.manifest["filter"], "density": density,
-        "names": _names(spark, tables, run_id), "manifest": model.manifest,
+        "manifest": model.manifest,
     })
+    details["names"], details["descriptions"] = _names(spark, tables, run_id, density is not None)
     return Segmenter(details, np.asarray(model.centers, dtype=np.float64), scale, surrogates)
 
 

@@ -141,7 +141,8 @@ class Segmenter:
         ``scaling`` (``standard`` with ``with_mean``/``with_std``, ``minmax`` with ``min``/``max``,
         or ``none``), ``filter`` (``min``/``max`` bounds), ``density`` (None, or ``group_by``,
         ``features`` and ``groups``: group → classes), ``names`` (``segment``/``cluster`` → id →
-        description) and ``manifest`` (the run's manifest details).
+        the explain stage's short name; the noise cluster -1 is "unclustered"), optionally
+        ``descriptions`` (the same keys → its sentence) and ``manifest`` (the run's manifest details).
     centers : ndarray
         KMeans centers, k × d in the transformed space.
     scale : dict of ndarray
@@ -305,7 +306,7 @@ class Segmenter:
         DataFrame
             (``entity_id``), ``segment`` (int), ``distance``, ``cluster`` (nullable int: null
             without a density stage), ``cluster_probability``, ``segment_name`` and
-            ``cluster_name`` (the explain stage's descriptions, else the id as text),
+            ``cluster_name`` (the explain stage's names, else the id as text),
             ``in_training_filter``; same index as ``rows``.
 
         Raises

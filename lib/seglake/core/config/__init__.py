@@ -43,6 +43,7 @@ from seglake.core.config.stages import (
     FeaturesConfig,
     FilterConfig,
     HdbscanConfig,
+    NameOverrides,
     SweepConfig,
     TextClustersConfig,
     TrackingConfig,
@@ -55,7 +56,8 @@ __all__ = [
     "IDENTIFIER", "RUN_ID", "AggName", "AlsSettings", "AssignerSettings", "CatalogConfig", "ClassifierConfig",
     "ColumnType", "DensityConfig", "DriftConfig", "EntitiesSource", "EventRules", "EventsSource",
     "ExplainConfig", "FeatureDef", "FeaturesConfig", "FilterConfig", "GbtParams", "HdbscanConfig",
-    "KRange", "LogisticRegressionParams", "RatingsSource", "SeglakeConfig", "SparkSettings", "Strict",
+    "KRange", "LogisticRegressionParams", "NameOverrides", "RatingsSource", "SeglakeConfig",
+    "SparkSettings", "Strict",
     "SweepConfig", "TextClustersConfig", "TextsSource", "TrackingConfig", "TransformConfig",
     "UmapConfig", "check_identifier", "check_run_id", "load_config", "require_columns",
 ]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, time, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from seglake.core.config.base import KRange, Strict, check_identifier
 
@@ -182,8 +182,42 @@ class DensityConfig(Strict):
     surrogate_holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9)
 
 
+SegmentName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
+
+
+class NameOverrides(Strict):
+    """Names chosen by hand, by id: each replaces the automatic name of that segment or cluster.
+
+    Examples
+    --------
+    >>> NameOverrides(segments={0: "big spenders"}, clusters={3: "night owls"}).clusters
+    {3: 'night owls'}
+    >>> NameOverrides(segments={0: "fans"}, clusters={3: "fans"})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for NameOverrides
+      Value error, the name 'fans' is given twice (segments 0, clusters 3): names are unique within a run ...
+    """
+
+    segments: dict[int, SegmentName] = Field(default_factory=dict)
+    clusters: dict[int, SegmentName] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _unique(self) -> "NameOverrides":
+        owners: dict[str, list[str]] = {}
+        for key in ("segments", "clusters"):
+            for target, name in getattr(self, key).items():
+                owners.setdefault(name, []).append(f"{key} {target}")
+        for name, where in owners.items():
+            if len(where) > 1:
+                raise ValueError(f"the name '{name}' is given twice ({', '.join(where)}): "
+                                 f"names are unique within a run")
+        return self
+
+
 class ExplainConfig(Strict):
-    """One-vs-rest XGBoost + SHAP per cluster and per segment."""
+    """One-vs-rest XGBoost + SHAP per cluster and per segment, and their names."""
+
 
     min_cluster_size: int = Field(30, ge=2)
     sample_size: int = Field(20_000, ge=100)
@@ -193,6 +227,7 @@ class ExplainConfig(Strict):
     trees: int = Field(100, ge=1)
     max_depth: int = Field(4, ge=1, le=16)
     noun: str = Field("entities", min_length=1, max_length=40)
+    names: NameOverrides = Field(default_factory=NameOverrides)
 
 
 class DriftConfig(Strict):
