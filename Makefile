@@ -33,7 +33,7 @@ demo: setup
 	@echo "  tiktok_users    bronze/{events,quarantine,ingest_log} silver/entities gold/{sweep,runs,segments,profiles,clusters,cluster_quality,explanations,descriptions} models/demo/"
 	@echo "  tiktok_profiles silver/entities gold/... models/demo/"
 	@echo "  tiktok_claims   bronze/quarantine gold/classifier_metrics models/demo/classifier/"
-	@echo "  movielens       bronze/{ratings,users,items,quarantine} silver/entities gold/{als_metrics,sweep,segments,top_titles,segment_demographics,genre_preference,assignments,assigner_metrics} models/demo/assigner/"
+	@echo "  movielens       bronze/{ratings,users,items,quarantine} silver/entities gold/{als_metrics,sweep,segments,top_titles,segment_demographics,genre_preference,block_variance,assignments,assigner_metrics} models/demo/assigner/"
 	@echo "reports: $(LAKEHOUSE)/tiktok_users/reports/demo/index.html  $(LAKEHOUSE)/tiktok_profiles/reports/demo/index.html  $(LAKEHOUSE)/movielens/reports/demo/index.html"
 
 # Text clusters (needs the [text] extra that setup installs): profile bios, then claim transcripts
@@ -61,8 +61,12 @@ browser:
 
 # The tests, plus the examples in the docstrings of lib/seglake (they share the tests' one SparkSession,
 # given to them as `spark` by the root conftest.py: run them with pytest, not `python -m doctest`).
+# Two workers, a test file each at a time (see conftest.py): much of a test's time is JVM start-up,
+# subprocesses and single-threaded UMAP, which the other worker's Spark jobs overlap.
+# `make test TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= 2
 test: setup browser
-	$(BIN)/python -m pytest --doctest-modules --durations=40 lib/seglake tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --doctest-modules --durations=40 lib/seglake tests
 
 # Synthetic events through every users stage beside DuckDB and the seed's pandas way; appends a dated
 # section to BENCHMARKS.md. Add 100M with `make bench BENCH_SIZES=1M,10M,100M` (see BENCHMARKS.md).

@@ -29,7 +29,7 @@ SUBMIT = ROOT / "spark-submit.sh"
 USERS_CONFIG = ROOT / "conf" / "tiktok_users.yaml"
 
 # Small settings so that a whole run takes a minute or two on a loaded 2-core machine.
-SMALL_RUN = ["sweep.k_max=5", "density.sample_size=1000", "density.hdbscan.min_cluster_size=15",
+SMALL_RUN = ["sweep.k_max=3", "density.sample_size=1000", "density.hdbscan.min_cluster_size=15",
              "density.stability_fraction=0", "density.surrogate_trees=20", "explain.trees=20"]
 # The same Spark settings on every master, so that the master is the only thing that differs.
 SUBMIT_CONF = {"spark.sql.shuffle.partitions": "4", "spark.ui.showConsoleProgress": "false",
