@@ -3,7 +3,10 @@ through MLflow's own client; re-runs replace it; failures name the tracking URI.
 
 from __future__ import annotations
 
+import html
 import json
+import re
+from pathlib import Path
 
 import pytest
 from mlflow.entities import ViewType
@@ -17,6 +20,9 @@ from seglake.core.errors import SeglakeError
 from seglake.report import report_path
 from seglake.core.tables import Tables, delta_exists
 from seglake.core.tracking import TAG_RUN_ID, flat_params, open_experiment, run_tracked, tracking_target
+from report_html import tables
+from seglake.segmentation.names import NOISE_NAME, heading
+from seglake.serving.segmenter import Segmenter
 from test_sweep import blob_entities
 
 SMALL = """
@@ -124,6 +130,33 @@ def test_artifacts_are_the_runs_models_report_and_config(tracked, tmp_path):
     descriptions = json.loads(open(client.download_artifacts(
         run.info.run_id, "tables/descriptions.json", str(tmp_path))).read())
     assert any("accounts" in str(value) for value in descriptions["data"])
+
+
+@pytest.mark.slow
+def test_names_read_back_alike_from_the_table_report_summary_mlflow_and_segmenter(spark, tracked):
+    _, config, _, lines = tracked
+    descriptions = gold(spark, config, "descriptions", "r1").sort_values(["kind", "target"])
+    names = {(r.kind, r.target): r.name for r in descriptions.itertuples()}
+    assert {kind for kind, _ in names} == {"cluster", "segment"}
+    assert len(set(names.values())) == len(names)  # unique within the run, segments and clusters together
+    assert all(1 <= n.count(",") + 1 <= 3 for n in names.values())  # one to three features each
+    titles = [heading(kind, target, name) for (kind, target), name in names.items()]
+
+    page = report_path(config, "r1").read_text()
+    assert [html.unescape(h) for h in re.findall(r"<h3 class='name'>(.*?)</h3>", page)] == titles
+    (segments,) = [t for t in tables(page) if t[0][:2] == ["segment", "name"]]
+    assert {(int(row[0]), row[1]) for row in segments[1:]} == {
+        (target, name) for (kind, target), name in names.items() if kind == "segment"}
+
+    (summary,) = [line for line in lines if line.startswith("[explain] done")]
+    assert all(title in summary for title in titles[:8])
+    _, (run,) = mlflow_runs(config, "r1")
+    assert {k: v for k, v in run.data.tags.items() if k.startswith("seglake.name.")} == {
+        f"seglake.name.{kind}.{target}": name for (kind, target), name in names.items()}
+    segmenter = Segmenter.load(Path(Tables.of(config).models("r1")) / "segmenter" / "artifacts" / "segmenter")
+    served = {(kind, int(target)): name for kind, by_id in segmenter.details["names"].items()
+              for target, name in by_id.items()}
+    assert served == {**names, ("cluster", -1): NOISE_NAME}
 
 
 @pytest.mark.slow
