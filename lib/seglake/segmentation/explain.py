@@ -26,7 +26,8 @@ Steps of :func:`explain` (config section ``explain``):
    ratio ≥ 4 "very high", ≥ 1.25 "high", < 0.25 "very low", < 0.8 "low", otherwise "typical"
    (a difference instead of a ratio when the overall median is not positive).
 
-Writes ``gold/explanations``, ``gold/descriptions`` (a name and a sentence per target) and ``models/<run_id>/explain/<kind>-<target>.json``
+Writes ``gold/explanations``, ``gold/descriptions`` (a name and a sentence per target) and
+``models/<run_id>/explain/<kind>-<target>.json``
 with ``manifest-explain.json`` (sha256 per file).
 """
 
@@ -417,7 +418,8 @@ def explain(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
                .melt(id_vars=["kind", "target"], var_name="feature", value_name="median"))
     overall = profiles.loc[profiles["kind"] == "overall", features].iloc[0].astype("float64").to_dict()
     worded = ranked.merge(medians, on=["kind", "target", "feature"], how="left")
-    worded["word"] = [word(float(m), float(overall[f]))[0] for f, m in zip(worded["feature"], worded["median"])]
+    worded["word"] = [word(float(m), float(overall[f]))[0]  # the sentence's word steers the name's
+                      for f, m in zip(worded["feature"], worded["median"])]
     descriptions = describe(ranked, medians, overall, settings.top_features, settings.noun).merge(
         name_targets(worded, settings, run_id), on=["kind", "target"])
     files = {f"explain/{r.kind}-{r.target}.json": bytes(r.model) for r in targets.itertuples()}

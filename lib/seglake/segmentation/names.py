@@ -149,7 +149,8 @@ def heading(kind: str, target: int, name: str | None) -> str:
     return title if name is None or pd.isna(name) else f'{title} "{name}"'
 
 
-def overrides(settings: ExplainConfig, targets: list[tuple[str, int]], run_id: str) -> dict[tuple[str, int], str]:
+def overrides(settings: ExplainConfig, targets: list[tuple[str, int]],
+              run_id: str) -> dict[tuple[str, int], str]:
     """The ``explain.names`` of the config as (kind, target) → name, each checked against ``targets``.
 
     Raises
