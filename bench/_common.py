@@ -6,7 +6,8 @@ or without the package installed), so a benchmark imports it before any ``seglak
 * :func:`parser`, :func:`scratch`: the command line and a temporary folder removed at the end;
 * :func:`session`: the benchmark's ``local[2]`` SparkSession, UI and progress bar off by default;
 * :func:`entities_config`, :func:`blob_entities`: a synthetic entity table and a config around it;
-* :func:`noop`, :func:`best_of`, :func:`timed_noop`: timing, best of a few runs;
+* :func:`noop`, :func:`best_of`, :func:`timed_noop`, :func:`spark_cpu_seconds`: timing, best of a
+  few runs, and the CPU time of Spark's tasks;
 * :class:`TreeSampler`: the peak memory of a process tree;
 * :func:`machine`, :func:`print_measurements`, :func:`append_section`: what the tables print.
 """
@@ -14,6 +15,7 @@ or without the package installed), so a benchmark imports it before any ``seglak
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -21,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -129,6 +132,17 @@ def best_of(repeat: int, run: Callable[[], object],
 def timed_noop(df, repeat: int = 3) -> float:
     """Best wall time of ``repeat`` runs of ``df`` into the no-op sink."""
     return best_of(repeat, lambda: noop(df))[0]
+
+
+def spark_cpu_seconds(spark) -> float:
+    """CPU seconds of all finished Spark tasks so far (``executorCpuTime`` from the UI's REST API).
+
+    On a shared machine wall time depends on what the neighbours run; task CPU time much less so.
+    """
+    url = f"{spark.sparkContext.uiWebUrl}/api/v1/applications/{spark.sparkContext.applicationId}/stages"
+    with urllib.request.urlopen(url + "?status=complete") as response:
+        stages = json.load(response)
+    return sum(stage["executorCpuTime"] for stage in stages) / 1e9
 
 
 # --- memory ---------------------------------------------------------------------------------------

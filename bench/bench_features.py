@@ -35,7 +35,6 @@ import platform
 import sys
 import tempfile
 import time
-import urllib.request
 from functools import reduce
 from pathlib import Path
 
@@ -43,7 +42,7 @@ import duckdb
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from _common import ROOT, best_of, noop, parser, session
+from _common import ROOT, best_of, noop, parser, session, spark_cpu_seconds
 from seglake.core.config import FeaturesConfig, load_config
 from seglake.segmentation import features as feat
 from seglake.synth import generate
@@ -115,17 +114,6 @@ def duckdb_sql(features: FeaturesConfig, parquet_glob: str) -> str:
         parts.append(f'{expression} AS "{name}"')
     return (f'SELECT "{features.entity}", {", ".join(parts)} FROM read_parquet(\'{parquet_glob}\') '
             f'WHERE "{features.entity}" IS NOT NULL GROUP BY "{features.entity}"')
-
-
-def spark_cpu_seconds(spark) -> float:
-    """CPU seconds of all finished Spark tasks so far (``executorCpuTime`` from the UI's REST API).
-
-    On a shared machine wall time depends on what the neighbours run; task CPU time much less so.
-    """
-    url = f"{spark.sparkContext.uiWebUrl}/api/v1/applications/{spark.sparkContext.applicationId}/stages"
-    with urllib.request.urlopen(url + "?status=complete") as response:
-        stages = json.load(response)
-    return sum(stage["executorCpuTime"] for stage in stages) / 1e9
 
 
 def main() -> None:
