@@ -5,7 +5,7 @@ Usage: python bench/bench_sweep_threads.py [--users 5000] [--threads 4] [--no-mo
 - a users-like table (9 heavy-tailed features, 4 latent groups, as bench_sweep.py) of ``--users``
   rows, k = 2..9 (the size of the users demo: 4,931 users);
 - the MovieLens entity table the ``ratings`` stage builds from ../shared/data/ml-100k (943 users),
-  k = 2..29 as in conf/movielens.yaml (skipped when the data is absent).
+  k = 2..12 as in conf/movielens.yaml (skipped when the data is absent).
 
 Each table is swept twice in the same SparkSession: ``sweep.concurrent_fits: 1`` (the serial loop
 the sweep ran before) and ``--threads``, after a warm-up sweep so that neither pays the JVM's first

@@ -3,9 +3,10 @@
 # MAGIC # MovieLens: taste segments of film raters
 # MAGIC
 # MAGIC The seed 001 analysis on `ml-100k`: user embeddings from the rating matrix (Spark ALS, with its held-out
-# MAGIC MAE), joined with age, gender and occupation, a KMeans sweep k = 2..29 with the elbow, per-segment top-10
-# MAGIC titles for each rating 5..1, demographics and genre preference, and a multi-class XGBoost that assigns new
-# MAGIC users from their ratings and demographics, judged on a 30% holdout.
+# MAGIC MAE), a KMeans sweep k = 2..12 with the elbow on those tastes (demographics join the vector only with
+# MAGIC `ratings.demographics_weight` > 0), per-segment top-10 titles for each rating 5..1, demographics, US
+# MAGIC states and genre preference, and a multi-class XGBoost that assigns new users from their ratings and
+# MAGIC demographics, judged on a 30% holdout.
 # MAGIC
 # MAGIC Parameters (Databricks widgets; elsewhere the environment variables `SEGLAKE_CONFIG`, `SEGLAKE_RUN_ID`,
 # MAGIC `SEGLAKE_OVERRIDES`): the config file, the run id (the same id replaces that run's rows), and
@@ -61,9 +62,10 @@ run_stages(spark, config, ["segment"], run_id)
 # COMMAND ----------
 
 # MAGIC %md
-# MAGIC ## Tastes: top titles per rating, demographics, genres
-# MAGIC The seed's tables (segment -1 is every user), then who is over-represented in each segment and which
-# MAGIC genres it rates more often than everyone else.
+# MAGIC ## Tastes: top titles per rating, demographics, states, genres, what separates the segments
+# MAGIC The seed's tables (segment -1 is every user), then who is over-represented in each segment (gender,
+# MAGIC occupation, age band and US state by zip code, with the zip codes that give no state), which genres it
+# MAGIC rates more often than everyone else, and the share of the between-segment variance of each feature block.
 
 # COMMAND ----------
 
@@ -76,6 +78,9 @@ show(wide, 60)
 show(gold(spark, config, "segment_demographics", run_id).where("index >= 1.5 AND users >= 5")
      .orderBy("segment", F.desc("index")), 60)
 show(gold(spark, config, "genre_preference", run_id).orderBy("segment", F.desc("lift")), 60)
+show(gold(spark, config, "segment_demographics", run_id).where("attribute = 'state' AND length(value) > 2")
+     .orderBy("segment", "value"), 60)
+show(gold(spark, config, "block_variance", run_id).orderBy(F.desc("share")))
 
 # COMMAND ----------
 
@@ -93,8 +98,8 @@ show(gold(spark, config, "assigner_metrics", run_id))
 
 # MAGIC %md
 # MAGIC ## Report
-# MAGIC One self-contained HTML file: ALS error, the sweep and segments, top titles per rating, demographics, genre
-# MAGIC lift and the assigner's holdout accuracy with its confusion matrix.
+# MAGIC One self-contained HTML file: ALS error, the sweep and segments, what separates them (block variance), top
+# MAGIC titles per rating, demographics, states, genre lift and the assigner's holdout accuracy with its confusion matrix.
 
 # COMMAND ----------
 

@@ -131,12 +131,24 @@ def assert_compiled(console) -> None:
         f"{text.count('Failed to compile')} generated plan(s) failed to compile; the JVM's stderr:\n{text[:3000]}")
 
 
+def with_demographic_columns(entities):
+    """``entities`` plus ``age`` and a 0/1 column per gender and occupation value (from ``_``-columns)."""
+    from seglake.usecases.movielens.ratings import column_name
+
+    extra = [F.col("_age").cast("double").alias("age")]
+    for attribute in ("gender", "occupation"):
+        values = [r[0] for r in entities.select(f"_{attribute}").distinct().collect()]
+        extra += [F.when(F.col(f"_{attribute}") == v, 1.0).otherwise(0.0).alias(column_name(attribute, v))
+                  for v in values]
+    return entities.select("*", *extra)
+
+
 def check_distances_at(spark, entities, k: int) -> None:
     """The sweep's per-k measurement and the segment's distance with ``k`` centers over the
     entities' features, checked against numpy.
 
     The e2e run sweeps k = 2..8, where even the k x d literal expressions of issue 14 compiled; at
-    the config's k_max (29) and MovieLens' 44 features the sweep's did not. The centers are ``k``
+    the config's former k_max (29) and 44 features (demographics clustered on) the sweep's did not. The centers are ``k``
     of the users, each user is put in segment ``user_id % k``, and each distance is summed in an
     aggregate, as the stages do.
     """
@@ -167,8 +179,8 @@ def check_distances_at(spark, entities, k: int) -> None:
 @pytest.mark.slow
 def test_movielens_notebook_end_to_end_on_ml100k(spark, tmp_path, monkeypatch, capsys):
     ratings, users, items = _raw_ml100k()
-    # k = 2..8 instead of the config's 2..29: the same code path, a quarter of the fits (on
-    # ml-100k the rule picked k=4 from 2..12 as well).
+    # k = 2..8 instead of the config's 2..12: the same code path, fewer fits (on ml-100k's tastes
+    # the rule picks k=2 from 2..12 as well: no SSE knee, the best silhouette).
     overrides = [f"lakehouse={tmp_path / 'lake'}", "sweep.k_max=8"]
     monkeypatch.setenv("SEGLAKE_CONFIG", str(ROOT / "conf" / "movielens.yaml"))
     monkeypatch.setenv("SEGLAKE_RUN_ID", "e2e")
@@ -178,8 +190,9 @@ def test_movielens_notebook_end_to_end_on_ml100k(spark, tmp_path, monkeypatch, c
     # Issue 14: the run printed Janino's "Failed to compile" traces to the user's terminal.
     with jvm_console(spark) as console:
         runpy.run_path(str(ROOT / "notebooks" / "movielens.py"), run_name="__main__")
-        k_max = load_config(ROOT / "conf" / "movielens.yaml").sweep.k_max
-        check_distances_at(spark, spark.read.format("delta").load(tables.entities), k_max)
+        # Issue 14's size: k = 29 centers over the 44 columns silver/entities had when demographics
+        # were clustered on (tastes + age + 2 genders + 21 occupations, rebuilt from the raw columns).
+        check_distances_at(spark, with_demographic_columns(spark.read.format("delta").load(tables.entities)), 29)
     assert_compiled(console)
 
     def gold(name: str) -> pd.DataFrame:
@@ -225,9 +238,25 @@ def test_movielens_notebook_end_to_end_on_ml100k(spark, tmp_path, monkeypatch, c
     # Demographics add up within each segment; genre preference covers the 19 genres overall.
     people = gold("segment_demographics")
     shares = people.groupby(["segment", "attribute"])["share"].sum()
-    assert ((shares - 1.0).abs() < 1e-9).all() and set(people["attribute"]) == {"gender", "occupation", "age_band"}
+    assert ((shares - 1.0).abs() < 1e-9).all()
+    assert set(people["attribute"]) == {"gender", "occupation", "age_band", "state"}
     women = people[(people["attribute"] == "gender") & (people["value"] == "F")]
     assert women["users"].sum() == (users["gender"] == "F").sum() == 273
+    check_states(people, users, segments)
+    blocks = check_block_variance(gold("block_variance"), spark.read.format("delta").load(tables.entities).toPandas(),
+                                  segments)
+    # Issue 15: with the defaults the segments differ in taste, not a gender split; a segment at
+    # least 95% one gender is only allowed where gender carries most of the separation (and the
+    # report says so, checked in check_report).
+    gender = people[people["attribute"] == "gender"].pivot(index="segment", columns="value", values="share")
+    one_gender = gender.fillna(0).max(axis=1)
+    share = blocks.set_index("block")["share"]
+    with capsys.disabled():
+        print(f"segments by taste: k={k}, women per segment {gender['F'].fillna(0).round(3).tolist()}, "
+              f"between-segment variance {', '.join(f'{b} {v:.3f}' for b, v in share.items())}")
+    assert (one_gender < 0.95).all() or share["gender"] > 0.5
+    assert share.idxmax() == "tastes" and not blocks.set_index("block").loc[["age", "gender", "occupation"],
+                                                                            "clustered"].any()
     genres = gold("genre_preference")
     assert genres["genre"].nunique() == 19 and (genres["lift"] > 0).all()
 
@@ -256,11 +285,56 @@ def test_movielens_notebook_end_to_end_on_ml100k(spark, tmp_path, monkeypatch, c
     both = held.merge(scored, on="entity_id", suffixes=("", "_new"))
     assert len(both) == 40 and (both["assigned_segment"] == both["assigned_segment_new"]).all()
     assert ((both["probability"] - both["probability_new"]).abs() < 1e-6).all()
-    check_report(report_path(config, "e2e").read_text(), k, als, top, items, people, genres, metrics)
+    check_report(report_path(config, "e2e").read_text(), k, als, top, items, people, genres, metrics, blocks)
     check_in_browser(report_path(config, "e2e"), "movielens")  # every chart draws, no JS error
 
 
-def check_report(page, k, als, top, items, people, genres, metrics):
+def check_states(people, users, segments) -> None:
+    """State shares per segment as counted from ``u.user`` with the zipcodes package's own lookup
+    (one zip at a time, not seglake's join); ml-100k has 18 Canadian and 17 unknown US zip codes."""
+    import zipcodes
+
+    from seglake.usecases.movielens.geography import FOREIGN, MALFORMED, UNKNOWN
+
+    def state(code: str) -> str:
+        if re.fullmatch(r"\d{5}", code):
+            found = zipcodes.matching(code)
+            return found[0]["state"] if found else UNKNOWN
+        return FOREIGN if re.match(r"[A-Za-z]\d[A-Za-z]", code) else MALFORMED
+
+    placed = users.assign(state=users["zip_code"].astype(str).map(state)).merge(segments, on="user_id")
+    want = placed.groupby(["segment", "state"]).size().rename("users").reset_index()
+    got = people[people["attribute"] == "state"].rename(columns={"value": "state"})
+    both = want.merge(got, on=["segment", "state"], how="outer", suffixes=("", "_gold"))
+    assert len(both) == len(want) == len(got) and (both["users"] == both["users_gold"]).all()
+    unmatched = got.groupby("state")["users"].sum()
+    assert (unmatched[FOREIGN], unmatched[UNKNOWN], MALFORMED in unmatched) == (18, 17, False)
+    assert got["users"].sum() == 943 and got["state"].nunique() > 40
+
+
+def check_block_variance(blocks, entities, segments) -> pd.DataFrame:
+    """``gold/block_variance`` against numpy: standardized columns, between-segment sums of squares."""
+    people = entities.assign(user_id=entities["entity_id"].astype(int)).merge(segments, on="user_id")
+    raw = {"tastes": people[[c for c in people if c.startswith("taste_")]],
+           "age": people[["_age"]].astype(float),
+           "gender": pd.get_dummies(people["_gender"]).astype(float),
+           "occupation": pd.get_dummies(people["_occupation"]).astype(float)}
+    between = {}
+    for block, x in raw.items():
+        z = ((x - x.mean()) / x.std(ddof=0)).to_numpy()
+        labels = people["segment"].to_numpy()
+        between[block] = sum((labels == s).sum() * (z[labels == s].mean(axis=0) ** 2).sum() for s in np.unique(labels))
+    got = blocks.set_index("block")
+    assert sorted(got.index) == sorted(raw)
+    for block, value in between.items():
+        assert got.loc[block, "between_ss"] == pytest.approx(value, rel=1e-6)
+        assert got.loc[block, "share"] == pytest.approx(value / sum(between.values()), rel=1e-6)
+        assert got.loc[block, "columns"] == raw[block].shape[1]
+    assert got.loc["tastes", "clustered"]
+    return blocks
+
+
+def check_report(page, k, als, top, items, people, genres, metrics, separation):
     """The run's report shows the MovieLens gold tables themselves, in tables and plotted values."""
     charts = figures(page)
     # ALS beside the mean-rating baseline, the exact recorded values, and the seed's 0.24 explained.
@@ -298,6 +372,25 @@ def check_report(page, k, als, top, items, people, genres, metrics):
     heat = next(f for f in charts if title(f).startswith("Genre lift"))["data"][0]
     lift = genres.pivot(index="segment", columns="genre", values="lift").sort_index()
     assert list(heat["x"]) == list(lift.columns) and np.allclose(np.asarray(heat["z"], dtype=float), lift, equal_nan=True)
+
+    # What separates the segments: the gold shares plotted, the leading block named, the gender check.
+    from seglake.usecases.movielens.separation import leading_block
+
+    bars = next(f for f in charts if title(f).startswith("Share of the between-segment variance"))["data"][0]
+    assert dict(zip(bars["x"], bars["y"])) == pytest.approx(dict(zip(separation["block"], separation["share"])))
+    assert leading_block(separation) in page
+    gender = people[people["attribute"] == "gender"]
+    assert ("at least 95% one gender" in page) == bool((gender["share"] >= 0.95).any())
+    # States: the segment x state heatmap holds the gold shares; the unmatched are counted in words.
+    states = people[people["attribute"] == "state"]
+    heat = next(f for f in charts if title(f).startswith("Share of each segment's users by US state"))["data"][0]
+    z = np.asarray(heat["z"], dtype=float)
+    cells = {(y, x): z[i, j] for i, y in enumerate(heat["y"]) for j, x in enumerate(heat["x"])}
+    for segment, value, share in zip(states["segment"], states["value"], states["share"]):
+        assert cells[(f"segment {segment}", value)] == pytest.approx(share)
+    assert len(heat["x"]) == states["value"].nunique() and list(heat["x"])[-2:] == [
+        "foreign (Canadian) postal code", "unknown US zip code"]
+    assert "35 of 943 users have no US state" in page
 
     # The assigner: accuracy beside the majority rate, and a confusion matrix of the 283 holdout
     # users whose diagonal gives back that accuracy.

@@ -208,7 +208,7 @@ class RatingsSource(Strict):
     demographics: list[Literal["gender", "occupation"]] = Field(
         default_factory=lambda: ["gender", "occupation"]
     )
-    demographics_weight: float = Field(1.0, ge=0.0)
+    demographics_weight: float = Field(0.0, ge=0.0)
     als: AlsSettings = Field(default_factory=AlsSettings)
     top_titles: int = Field(10, ge=1, le=100)
     assigner: AssignerSettings = Field(default_factory=AssignerSettings)

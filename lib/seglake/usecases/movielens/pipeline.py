@@ -15,12 +15,14 @@ BRONZE = ("bronze/ratings", "bronze/users", "bronze/items")
 
 RATINGS = Stage("ratings", "seglake.usecases.movielens.ratings:ingest_ratings",
                 writes=(*BRONZE, "bronze/quarantine", "silver/entities", "gold/als_metrics"))
-TASTES = Stage("tastes", "seglake.usecases.movielens.tastes:tastes", reads=("gold/segments", *BRONZE),
-               writes=("gold/top_titles", "gold/segment_demographics", "gold/genre_preference"))
+TASTES = Stage("tastes", "seglake.usecases.movielens.tastes:tastes",
+               reads=("gold/segments", "silver/entities", *BRONZE),
+               writes=("gold/top_titles", "gold/segment_demographics", "gold/genre_preference",
+                       "gold/block_variance"))
 ASSIGN = Stage("assign", "seglake.usecases.movielens.assigner:assign", reads=("gold/segments", *BRONZE),
                writes=("models/assigner", "gold/assignments", "gold/assigner_metrics"))
 REPORT = Stage("report", "seglake.usecases.movielens.report:report", reads=("gold/sweep",),
-               optional=("gold/als_metrics", "gold/top_titles", "gold/segment_demographics",
+               optional=("gold/als_metrics", "gold/block_variance", "gold/top_titles", "gold/segment_demographics",
                          "gold/genre_preference", "gold/assigner_metrics", "gold/assignments"))
 
 PIPELINE = (RATINGS, SWEEP, SEGMENT, TASTES, ASSIGN, REPORT)

@@ -17,8 +17,9 @@ ratings and cannot be compared with a rating-prediction MAE on the 1-5 scale.
 ``silver/entities`` holds what the existing ``sweep`` and ``segment`` stages cluster: each user's
 ALS factors scaled to unit length (``taste_*``, the seed's row normalisation; squared distances
 between users then lie in 0..4), age min-max scaled and the one-hot demographics, both multiplied by
-``ratings.demographics_weight``. Raw demographics are kept in ``_``-prefixed columns, which are
-never clustered on.
+``ratings.demographics_weight`` (and left out at weight 0, the default: segments by taste alone,
+profiled by demographics afterwards). Raw demographics are kept in ``_``-prefixed columns, which
+are never clustered on.
 """
 
 from __future__ import annotations
@@ -399,10 +400,10 @@ def als_holdout(ratings: DataFrame, config: SeglakeConfig) -> dict:
             "baseline_mae": float(baseline)}
 
 
-def _column_name(prefix: str, value: str) -> str:
+def column_name(prefix: str, value: str) -> str:
     """A one-hot column name Delta stores without column mapping.
 
-    >>> _column_name("occupation", "lawyer / judge"), _column_name("gender", "?")
+    >>> column_name("occupation", "lawyer / judge"), column_name("gender", "?")
     ('occupation_lawyer_judge', 'gender_blank')
     """
     return f"{prefix}_{re.sub(r'[^A-Za-z0-9]+', '_', value).strip('_') or 'blank'}"
@@ -428,7 +429,8 @@ def entities_frame(factors: DataFrame, users: DataFrame, config: SeglakeConfig) 
     Returns
     -------
     DataFrame
-        ``entity_id``, ``taste_00``.., ``age_scaled``, one column per demographic value, and the raw
+        ``entity_id``, ``taste_00``.., ``age_scaled``, one column per demographic value (neither
+        when ``ratings.demographics_weight`` is 0: tastes alone are clustered), and the raw
         ``_age``, ``_gender``, ``_occupation``. (The age range and the demographic values are
         collected: a handful of rows.)
     """
@@ -439,13 +441,16 @@ def entities_frame(factors: DataFrame, users: DataFrame, config: SeglakeConfig) 
     joined = factors.join(users, factors["id"] == users["user_id"])
     bounds = users.agg(F.min("age"), F.max("age")).first()
     low, span = bounds[0], max(1, bounds[1] - bounds[0])
-    columns = [F.col("user_id").cast("string").alias("entity_id"), *taste,
-               (F.lit(weight) * (F.col("age") - F.lit(low)) / F.lit(span)).cast("double").alias("age_scaled")]
-    one_hot = weight / math.sqrt(2.0)
-    for attribute in source.demographics:
-        values = [r[0] for r in users.select(attribute).distinct().orderBy(attribute).collect()]  # few
-        columns += [F.when(F.col(attribute) == v, F.lit(one_hot)).otherwise(F.lit(0.0))
-                    .alias(_column_name(attribute, v)) for v in values]
+    columns = [F.col("user_id").cast("string").alias("entity_id"), *taste]
+    # Weight 0 clusters on tastes alone: columns of zeros would only clutter the vector and profiles.
+    if weight > 0:
+        columns.append((F.lit(weight) * (F.col("age") - F.lit(low)) / F.lit(span)).cast("double")
+                       .alias("age_scaled"))
+        one_hot = weight / math.sqrt(2.0)
+        for attribute in source.demographics:
+            values = [r[0] for r in users.select(attribute).distinct().orderBy(attribute).collect()]  # few
+            columns += [F.when(F.col(attribute) == v, F.lit(one_hot)).otherwise(F.lit(0.0))
+                        .alias(column_name(attribute, v)) for v in values]
     columns += [F.col("age").alias("_age"), F.col("gender").alias("_gender"),
                 F.col("occupation").alias("_occupation")]
     return joined.select(*columns)

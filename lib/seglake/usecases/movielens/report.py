@@ -1,11 +1,13 @@
 """The report stage of a MovieLens (``ratings``) config: the segmentation sections and its own.
 
 After the choice of k and the segments: the ALS held-out error beside the mean-rating baseline, the
-ratings ingest, the seed's top-10 titles per rating 5..1 for every segment, who is in each segment,
-which genres it prefers, and how well the assigner puts held-out users back in their segment; then
-the run record. A ratings run has no density, explain or events-ingest stage, so those sections are
-left out. The sections read ``gold/{als_metrics,top_titles,segment_demographics,genre_preference,
-assigner_metrics,assignments}`` and ``bronze/{ratings,users,items,quarantine}``.
+ratings ingest, which feature blocks (tastes, age, gender, occupation) carry the separation between
+segments, the seed's top-10 titles per rating 5..1 for every segment, who is in each segment and
+which US state it lives in, which genres it prefers, and how well the assigner puts held-out users
+back in their segment; then the run record. A ratings run has no density, explain or events-ingest
+stage, so those sections are left out. The sections read ``gold/{als_metrics,block_variance,
+top_titles,segment_demographics,genre_preference,assigner_metrics,assignments}`` and
+``bronze/{ratings,users,items,quarantine}``.
 """
 
 from __future__ import annotations
@@ -39,9 +41,12 @@ from seglake.report.segmentation import (
     run_record_section,
     segments_section,
 )
-from seglake.usecases.movielens.tastes import AGE_BANDS, ALL_USERS, OLDEST_BAND
+from seglake.usecases.movielens.geography import UNMATCHED
+from seglake.usecases.movielens.separation import leading_block
+from seglake.usecases.movielens.tastes import AGE_BANDS, ALL_USERS, OLDEST_BAND, unmatched_line
 
 RATINGS = [5, 4, 3, 2, 1]
+ONE_GENDER = 0.95  # a segment at least this much one gender is called a gender split
 ATTRIBUTES = [("gender", "gender"), ("age_band", "age band"), ("occupation", "occupation")]
 
 
@@ -195,6 +200,97 @@ def genre_figure(genres: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def separation_html(blocks: pd.DataFrame, people: pd.DataFrame) -> str:
+    """Share of between-segment variance per feature block, with what it says and any segment
+    that is almost all one gender.
+
+    Parameters
+    ----------
+    blocks : pandas.DataFrame
+        ``gold/block_variance`` rows: ``block``, ``columns``, ``clustered``, ``share``, ``explained``.
+    people : pandas.DataFrame
+        ``gold/segment_demographics`` rows (the gender shares).
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> blocks = pd.DataFrame({"block": ["tastes", "gender"], "columns": [20, 2], "clustered": [True, True],
+    ...                        "between_ss": [180.0, 720.0],
+    ...                        "share": [0.2, 0.8], "explained": [0.05, 0.9]})
+    >>> people = pd.DataFrame({"segment": [0, 0, 1], "attribute": "gender", "value": ["F", "M", "M"],
+    ...                        "share": [0.02, 0.98, 1.0]})
+    >>> text = separation_html(blocks, people)
+    >>> "gender carries most of the separation" in text, "Segments 0, 1 are at least 95% one gender" in text
+    (True, True)
+    """
+    order = blocks.sort_values("share", ascending=False)
+    fig = go.Figure(go.Bar(
+        x=list(order["block"]), y=list(order["share"]),
+        marker_color=[PALETTE[0] if c else NOISE_COLOUR for c in order["clustered"]],
+        text=[f"{v:.0%}" for v in order["share"]], textposition="outside",
+        customdata=order[["columns", "explained"]].to_numpy(),
+        hovertemplate="%{x}: %{y:.1%} of the between-segment variance<br>%{customdata[0]} columns, "
+                      "%{customdata[1]:.1%} of their variance between segments<extra></extra>"))
+    fig.update_layout(title="Share of the between-segment variance by feature block "
+                            "(blue: clustered on; grey: profiled only)",
+                      height=360, yaxis={"tickformat": ".0%", "range": [0, 1.1]})
+    gender = people[(people["attribute"] == "gender") & (people["share"] >= ONE_GENDER)]
+    split = sorted(int(s) for s in gender["segment"].unique())
+    warning = (f"<p class='warning'>Segments {', '.join(map(str, split))} are at least {ONE_GENDER:.0%} one "
+               f"gender.</p>" if split else
+               f"<p>No segment is {ONE_GENDER:.0%} or more one gender.</p>")
+    return (f"<p class='separation'>{html.escape(leading_block(blocks))} Each column is standardized, so a "
+            "block's share counts how much its columns differ between segments, not their scale; a block "
+            "in grey was not clustered on and is measured on the users' raw attributes.</p>"
+            + warning + figure_html(fig)
+            + table_html(order[["block", "clustered", "columns", "share", "explained", "between_ss"]]))
+
+
+def states_html(people: pd.DataFrame) -> str:
+    """Share of each segment's users per US state (heatmap), with the users no state was found for.
+
+    Parameters
+    ----------
+    people : pandas.DataFrame
+        ``gold/segment_demographics`` rows; the ``state`` attribute is used.
+
+    Returns
+    -------
+    str
+        A sentence counting the unmatched zip codes, a table of them per segment and the heatmap.
+
+    Examples
+    --------
+    >>> people = pd.DataFrame({"segment": [0, 0, 1], "attribute": "state",
+    ...                        "value": ["NY", "unknown US zip code", "NY"], "users": [3, 1, 2],
+    ...                        "share": [0.75, 0.25, 1.0], "overall_share": [0.833, 0.167, 0.833]})
+    >>> text = states_html(people)
+    >>> "1 of 6 users have no US state (unknown US zip code 1)" in text
+    True
+    """
+    states = people[people["attribute"] == "state"]
+    overall = states.drop_duplicates("value").set_index("value")["overall_share"]
+    places = [v for v in overall.sort_values(ascending=False).index if v not in UNMATCHED]
+    columns = places + [v for v in UNMATCHED if v in overall.index]
+    share = states.pivot(index="segment", columns="value", values="share").reindex(columns=columns).sort_index()
+    users = states.pivot(index="segment", columns="value", values="users").reindex_like(share).fillna(0)
+    fig = go.Figure(go.Heatmap(
+        z=share.fillna(0).to_numpy(), x=columns, y=[f"segment {s}" for s in share.index], colorscale="Blues",
+        customdata=users.to_numpy(), colorbar={"title": "share", "tickformat": ".0%"},
+        hovertemplate="%{y}, %{x}: %{z:.1%} (%{customdata} users)<extra></extra>"))
+    fig.update_layout(title="Share of each segment's users by US state (by zip code; last: no state found)",
+                      height=200 + 40 * len(share), xaxis={"tickangle": -60})
+    unmatched = users.reindex(columns=[v for v in UNMATCHED if v in users.columns]).astype(int)
+    unmatched.index = [f"segment {s}" for s in unmatched.index]
+    table = unmatched.reset_index(names="segment") if len(unmatched.columns) else pd.DataFrame()
+    return (f"<p class='states'>{html.escape(unmatched_line(states.to_dict('records')))}: counted in their own "
+            "columns, not dropped. States come from the zip code (the offline zipcodes package).</p>"
+            + (table_html(table) if len(table) else "") + figure_html(fig))
+
+
 def assigner_html(metrics: pd.Series, confusion: pd.DataFrame) -> str:
     """Holdout accuracy beside the majority-class rate, and the holdout confusion matrix.
 
@@ -280,7 +376,17 @@ def tastes_section(run: ReportRun) -> Rendered:
     sizes[ALL_USERS] = sum(sizes.values())
     return Rendered([section("Top-10 titles per rating, per segment", titles_html(titles, sizes)),
                      section("Who is in each segment", figure_html(demographics_figure(people))),
-                     section("Genre preference", figure_html(genre_figure(genres)))], 2)
+                     section("Where each segment lives", states_html(people)),
+                     section("Genre preference", figure_html(genre_figure(genres)))], 3)
+
+
+def separation_section(run: ReportRun) -> Rendered:
+    """'What separates the segments': ``gold/block_variance`` charted, with the gender check."""
+    blocks, people = run.gold("block_variance"), run.gold("segment_demographics")
+    if blocks is None or people is None:
+        return Rendered([section("What separates the segments", missing("the tastes stage"))], 0)
+    return Rendered([section("What separates the segments: tastes or demographics",
+                             separation_html(blocks, people))], 1)
 
 
 def assigner_section(run: ReportRun) -> Rendered:
@@ -296,7 +402,7 @@ def assigner_section(run: ReportRun) -> Rendered:
 
 SECTIONS: tuple[Section, ...] = (
     require_gold_rows, choice_of_k_section, segments_section,
-    als_section, ratings_ingest_section, tastes_section, assigner_section,
+    als_section, ratings_ingest_section, separation_section, tastes_section, assigner_section,
     run_record_section,
 )
 """The page of a ratings config, in order."""

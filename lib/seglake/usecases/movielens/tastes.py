@@ -10,12 +10,17 @@ Three gold tables, keyed by ``run_id`` and built in Spark from ``bronze/ratings`
   table is the same on every run. ml-100k has a few titles under two item ids: they are counted
   per item, as they are different catalogue entries.
 - ``gold/segment_demographics``: per segment and attribute (``gender``, ``occupation``,
-  ``age_band``) and value, ``users``, ``share`` of the segment, ``overall_share`` among every
-  segmented user, and ``index`` = share / overall_share (above 1: over-represented).
+  ``age_band``, ``state``) and value, ``users``, ``share`` of the segment, ``overall_share`` among
+  every segmented user, and ``index`` = share / overall_share (above 1: over-represented). The
+  ``state`` of a user comes from their zip code (:mod:`~seglake.usecases.movielens.geography`); a
+  foreign, unknown or malformed zip code is a value of its own, counted like a state.
 - ``gold/genre_preference``: per segment and genre, the number of ``ratings`` of films of that
   genre, their ``share`` of the segment's ratings (a film in two genres counts in both),
   ``mean_rating``, the same two overall, ``lift`` = share / overall_share and ``rating_vs_overall``
   = mean_rating - overall_mean_rating.
+- ``gold/block_variance``: per feature block (``tastes``, ``age``, ``gender``, ``occupation``) its
+  share of the between-segment variance (:mod:`~seglake.usecases.movielens.separation`), from
+  ``silver/entities``: whether the segments differ in taste or are a demographic split.
 """
 
 from __future__ import annotations
@@ -29,6 +34,14 @@ from seglake.core.config import SeglakeConfig
 from seglake.core.errors import SeglakeError
 from seglake.core.stages import StageResult
 from seglake.core.tables import Tables, read_delta, write_run
+from seglake.usecases.movielens.geography import UNMATCHED, with_state
+from seglake.usecases.movielens.separation import (
+    BLOCK_VARIANCE,
+    block_variance,
+    leading_block,
+    ratings_blocks,
+    segment_moments,
+)
 
 ALL_USERS = -1
 AGE_BANDS = [(18, "under 18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (55, "45-54")]
@@ -105,12 +118,12 @@ def age_band(age: F.Column) -> F.Column:
 
 
 def demographics(users: DataFrame, segments: DataFrame) -> DataFrame:
-    """Gender, occupation and age-band make-up of each segment against every segmented user.
+    """Gender, occupation, age-band and state make-up of each segment against every segmented user.
 
     Parameters
     ----------
     users : DataFrame
-        ``user_id``, ``gender``, ``occupation``, ``age``.
+        ``user_id``, ``gender``, ``occupation``, ``age``, ``state`` (:func:`with_state`).
     segments : DataFrame
         ``user_id``, ``segment``; users without a segment are left out of every share.
 
@@ -118,13 +131,15 @@ def demographics(users: DataFrame, segments: DataFrame) -> DataFrame:
     -------
     DataFrame
         ``segment, attribute, value, users, share, overall_share, index`` with ``attribute`` one of
-        ``gender``, ``occupation``, ``age_band``; ``share`` sums to 1 per segment and attribute.
+        ``gender``, ``occupation``, ``age_band``, ``state``; ``share`` sums to 1 per segment and
+        attribute.
     """
     people = users.join(segments, "user_id")
     pairs = people.select("segment", F.explode(F.array(
         F.struct(F.lit("gender").alias("attribute"), F.col("gender").alias("value")),
         F.struct(F.lit("occupation").alias("attribute"), F.col("occupation").alias("value")),
         F.struct(F.lit("age_band").alias("attribute"), age_band(F.col("age")).alias("value")),
+        F.struct(F.lit("state").alias("attribute"), F.col("state").alias("value")),
     )).alias("p")).select("segment", "p.*")
     sizes = people.groupBy("segment").agg(F.count(F.lit(1)).alias("segment_users"))
     overall = pairs.groupBy("attribute", "value").agg(F.count(F.lit(1)).alias("all_users"))
@@ -221,7 +236,7 @@ def tastes(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResu
     ratings, users, items = (bronze(spark, tables, t) for t in ("ratings", "users", "items"))
     outputs = {
         "top_titles": top_titles(ratings, items, segments, config.ratings.top_titles),
-        "segment_demographics": demographics(users, segments),
+        "segment_demographics": demographics(with_state(spark, users), segments),
         "genre_preference": genre_preference(ratings, items, segments),
     }
     written = {}
@@ -229,10 +244,44 @@ def tastes(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResu
         write_run(frame.select(F.lit(run_id).alias("run_id"), "*"), tables.gold(name), run_id)
         written[name] = (read_delta(spark, tables.gold(name), "tastes")
                          .where(F.col("run_id") == run_id).drop("run_id"))
-    # Per segment: 5 ratings x top_n titles, ~25 attribute values and 19 genres — small.
+    # Per segment: 5 ratings x top_n titles, ~75 attribute values and 19 genres — small.
     rows = {name: frame.collect() for name, frame in written.items()}
-    users_in = sum(r["users"] for r in rows["segment_demographics"] if r["attribute"] == "gender")
+    separation = separation_table(spark, tables, segments, run_id)
+    rows["block_variance"] = separation.to_dict("records")
+    people = rows["segment_demographics"]
+    users_in = sum(r["users"] for r in people if r["attribute"] == "gender")
     message = (", ".join(f"{name} {len(r):,} rows" for name, r in rows.items()) + "\n"
-               + _summary(rows["top_titles"], rows["segment_demographics"], rows["genre_preference"]))
+               + _summary(rows["top_titles"], people, rows["genre_preference"]) + "\n"
+               + f"  {unmatched_line(people)}\n  {leading_block(separation)} By block: "
+               + ", ".join(f"{r['block']} {r['share']:.0%}" for r in rows["block_variance"]))
     return StageResult("tastes", users_in, sum(len(r) for r in rows.values()),
                        time.monotonic() - started, {n: len(r) for n, r in rows.items()}, message)
+
+
+def separation_table(spark: SparkSession, tables: Tables, segments: DataFrame, run_id: str):
+    """Write the run's ``gold/block_variance`` from ``silver/entities`` and return it (pandas, a
+    row per block; see :func:`~seglake.usecases.movielens.separation.block_variance`)."""
+    entities = read_delta(spark, tables.entities, "ratings")
+    frame, blocks, clustered = ratings_blocks(entities, segments)
+    table = block_variance(segment_moments(frame, [c for columns in blocks.values() for c in columns]),
+                           blocks, clustered)
+    write_run(spark.createDataFrame(table.assign(run_id=run_id)[[c.split()[0] for c in BLOCK_VARIANCE.split(", ")]],
+                                    BLOCK_VARIANCE), tables.gold("block_variance"), run_id)
+    return table
+
+
+def unmatched_line(people: list) -> str:
+    """How many segmented users have no US state, by reason (rows of ``gold/segment_demographics``).
+
+    >>> rows = [{"attribute": "state", "value": "AZ", "users": 5},
+    ...         {"attribute": "state", "value": "unknown US zip code", "users": 2},
+    ...         {"attribute": "gender", "value": "F", "users": 7}]
+    >>> unmatched_line(rows)
+    'state: 2 of 7 users have no US state (unknown US zip code 2)'
+    """
+    states = [r for r in people if r["attribute"] == "state"]
+    counts = {reason: sum(r["users"] for r in states if r["value"] == reason) for reason in UNMATCHED}
+    missing = sum(counts.values())
+    detail = ", ".join(f"{reason} {n:,}" for reason, n in counts.items() if n)
+    return (f"state: {missing:,} of {sum(r['users'] for r in states):,} users have no US state"
+            + (f" ({detail})" if detail else ""))
