@@ -61,12 +61,14 @@ browser:
 
 # The tests, plus the examples in the docstrings of lib/seglake (they share the tests' one SparkSession,
 # given to them as `spark` by the root conftest.py: run them with pytest, not `python -m doctest`).
-# Two workers, a test file each at a time (see conftest.py): much of a test's time is JVM start-up,
-# subprocesses and single-threaded UMAP, which the other worker's Spark jobs overlap.
+# Two workers (pytest-xdist), each taking a whole test file at a time so that a module's fixtures (a
+# pipeline run, often) are built once: much of a test's time is JVM start-up, subprocesses and
+# single-threaded UMAP, which the other worker's Spark jobs overlap. The cluster and fault tests'
+# shared input and reference run are built once for both workers (tests/standalone.py).
 # `make test TEST_WORKERS=0` runs in one process.
 TEST_WORKERS ?= 2
 test: setup browser
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --doctest-modules --durations=40 lib/seglake tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --doctest-modules --durations=40 lib/seglake tests
 
 # Synthetic events through every users stage beside DuckDB and the seed's pandas way; appends a dated
 # section to BENCHMARKS.md. Add 100M with `make bench BENCH_SIZES=1M,10M,100M` (see BENCHMARKS.md).

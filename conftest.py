@@ -33,15 +33,3 @@ def _spark_in_doctests(request: pytest.FixtureRequest) -> None:
     if any("spark" in example.source for example in item.dtest.examples):
         request.getfixturevalue("doctest_namespace")["spark"] = request.getfixturevalue("spark")
 
-
-# `make test` runs two pytest workers (pytest-xdist, --dist loadgroup). Each test file is one group,
-# so a module's fixtures (a whole pipeline run, often) are built once, on one worker; the cluster
-# and fault tests share one group, so the standalone cluster and the local-mode reference run they
-# compare against are started once too. Doctests are grouped by their module.
-STANDALONE_GROUP = {"test_cluster.py", "test_faults.py"}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("standalone" if name in STANDALONE_GROUP else name))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,7 +31,8 @@ USERS_CONFIG = ROOT / "conf" / "tiktok_users.yaml"
 
 # Small settings so that a whole run takes a minute or two on a loaded 2-core machine.
 SMALL_RUN = ["sweep.k_max=3", "density.sample_size=1000", "density.hdbscan.min_cluster_size=15",
-             "density.stability_fraction=0", "density.surrogate_trees=20", "explain.trees=20"]
+             "density.umap.n_neighbors=30", "density.stability_fraction=0", "density.surrogate_trees=20",
+             "explain.trees=20", "sweep.stability_resamples=0"]
 # The same Spark settings on every master, so that the master is the only thing that differs.
 SUBMIT_CONF = {"spark.sql.shuffle.partitions": "4", "spark.ui.showConsoleProgress": "false",
                "spark.driver.memory": "2g", "spark.executor.memory": "1g",
@@ -268,13 +270,32 @@ def entity_duplicates(spark, lakehouse: Path, table: str) -> int:
 
 # --- fixtures (imported by conftest.py, so one of each per test session) -------------------------
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """A folder that ``build(folder)`` fills once per test session, also when pytest-xdist runs the
+    session in several workers: they share the session's temporary root, and a file lock lets the
+    first one build while the others wait (the cluster and fault tests, in two files that may land
+    on two workers, compare against the same reference run of the same input files)."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, done = shared / name, shared / f"{name}.done"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.exists():  # a worker whose build failed left no mark: build again
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def small_events(tmp_path_factory) -> Path:
     """20k synthetic events (1% corrupt) in Parquet: about 330 users, a run takes a minute or two."""
     from seglake.synth import generate
 
-    folder = tmp_path_factory.mktemp("small-events")
-    generate(folder, 20_000, seed=5, corrupt_rate=0.01)
+    folder = built_once(tmp_path_factory, "small-events",
+                        lambda folder: generate(folder, 20_000, seed=5, corrupt_rate=0.01))
     return folder / "events"
 
 
@@ -289,10 +310,11 @@ def standalone_cluster(tmp_path_factory):
 @pytest.fixture(scope="session")
 def local_reference(tmp_path_factory, small_events) -> Path:
     """The lakehouse of the whole pipeline run by ``spark-submit.sh --master local[2]``, run id ``ref``."""
-    work = tmp_path_factory.mktemp("local-reference")
-    run_submit(submit_args("local[2]", small_events, work / "lake", "ref", work), work,
-               work / "driver.log")
-    return work / "lake"
+    def run(work: Path) -> None:
+        run_submit(submit_args("local[2]", small_events, work / "lake", "ref", work), work,
+                   work / "driver.log")
+
+    return built_once(tmp_path_factory, "local-reference", run) / "lake"
 
 
 if __name__ == "__main__":  # start a cluster by hand: python tests/standalone.py /tmp/cluster/c
