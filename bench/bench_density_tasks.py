@@ -1,14 +1,17 @@
-"""Benchmark the density stage's tasks: one task per group (main fit and stability refit in one
-process, as the stage ran before) against a task per (group, fit) spread over the cores, in one
-process, on the same sample.
+"""Benchmark the density stage's tasks: one task per group (every fit and refit of the group in one
+process) against the stage's tasks spread over the cores (a task per embedding, per chunk of
+stability refits and per final labelling), in one process, on the same sample.
 
 Usage: python bench/bench_density_tasks.py [--rows 20000] [--groups 1] [--repeat 2]
 
 The sample is ``--rows`` blobs (8 heavy-tailed features, 10 blobs) in ``--groups`` groups, with the
-default UMAP / HDBSCAN settings and ``stability_fraction`` 0.5. Both ways run the same functions
-(:func:`seglake.segmentation.density.cluster_group` and :func:`~seglake.segmentation.density.cluster_sample`),
-after a warm-up that compiles numba's kernels in both Python workers; each is timed ``--repeat``
-times (best kept), and the labels and stability ARI of both are compared.
+default UMAP / HDBSCAN settings (automatic n_neighbors and min_cluster_size) and
+``stability_fraction`` 0.5. Both ways run the same functions
+(:func:`seglake.segmentation.density_fit.cluster_group` in one task per group, and the stage's
+:func:`~seglake.segmentation.density.embed_sample`, :func:`~seglake.segmentation.density.resample_settings`
+and :func:`~seglake.segmentation.density.label_sample`), after a warm-up that compiles numba's kernels
+in both Python workers; each is timed ``--repeat`` times (best kept), and the labels and per-cluster
+Jaccards of both are compared.
 """
 
 from __future__ import annotations
@@ -23,33 +26,37 @@ from pyspark.sql import functions as F
 from _common import blob_entities, machine, parser, session
 from seglake.core.config import DensityConfig
 from seglake.core.costs import counting
-from seglake.segmentation.density import (
-    CLUSTERS_SCHEMA, MAIN, cluster_group, cluster_sample, stability_scores)
+from seglake.segmentation.density import embed_sample, label_sample, resample_settings
+from seglake.segmentation.density_fit import LABEL_SCHEMA, cluster_group, decide
+from seglake.segmentation.stability import grid_settings
 
 FEATURES, BLOBS = 8, 10
 
 
+def _labels_alone(rows, features, density):
+    return cluster_group(rows, features, density, offset_by_group=True)[0]
+
+
 def one_task_per_group(sample, features, settings):
-    """The stage before: ``groupBy(group).applyInPandas(cluster_group)``, refit in the same task."""
-    body = functools.partial(cluster_group, features=features, umap=settings.umap.model_dump(),
-                             hdbscan=settings.hdbscan.model_dump(), seed=settings.seed,
-                             stability_fraction=settings.stability_fraction, offset_by_group=True)
-    schema = CLUSTERS_SCHEMA + "".join(f", `{f}` double" for f in features)
-    rows = sample.groupBy("group").applyInPandas(body, schema).select(
-        "entity_id", "group", "cluster", "stability_ari").toPandas()
-    return (rows.sort_values("entity_id").reset_index(drop=True),
-            {int(g): float(r["stability_ari"].iloc[0]) for g, r in rows.groupby("group")})
+    """Every fit of a group in one process: ``groupBy(group).applyInPandas(cluster_group)``."""
+    body = functools.partial(_labels_alone, features=features, density=settings.model_dump())
+    rows = sample.groupBy("group").applyInPandas(body, LABEL_SCHEMA).select(
+        "entity_id", "group", "cluster").toPandas()
+    return rows.sort_values("entity_id").reset_index(drop=True)
 
 
-def task_per_fit(sample, features, settings, sizes):
-    """The stage now: :func:`cluster_sample`, main fit and refit as tasks of their own."""
-    clustered = cluster_sample(sample, features, settings, sizes).cache()
+def stage_tasks(sample, features, settings, sizes):
+    """The stage: embeddings, chunks of refits and the labelling as tasks of their own."""
+    grids = {g: grid_settings(n, settings.umap.n_neighbors, settings.hdbscan.min_cluster_size,
+                              settings.grid_neighbors, settings.grid_cluster_shares) for g, n in sizes.items()}
+    embedded = embed_sample(sample, features, settings, grids, sizes).cache()
     try:
-        rows = clustered.where(F.col("task") == MAIN).select("entity_id", "group", "cluster").toPandas()
-        scores = {g: score for g, (score, _) in stability_scores(clustered).items()}
+        sweep, clusters = decide(resample_settings(embedded, settings, grids, sizes), settings.model_dump(), True)
+        rows = label_sample(embedded, sample, features, settings, sweep, clusters, sizes).select(
+            "entity_id", "group", "cluster").toPandas()
     finally:
-        clustered.unpersist()
-    return rows.sort_values("entity_id").reset_index(drop=True), scores
+        embedded.unpersist()
+    return rows.sort_values("entity_id").reset_index(drop=True)
 
 
 def timed(spark, label, run, repeat):
@@ -76,24 +83,21 @@ def main() -> None:
         sample = frame.withColumn("group", (F.abs(F.hash("entity_id")) % args.groups).cast("int")).cache()
         sizes = {int(r.group): int(r["count"]) for r in sample.groupBy("group").count().collect()}
         warm = sample.where(F.col("entity_id") < "u000000400")  # numba JIT in both workers
-        timed(spark, "warm-up", lambda: task_per_fit(warm, features, settings,
-                                                     {g: 200 for g in sizes}), 1)
+        timed(spark, "warm-up", lambda: stage_tasks(warm, features, settings,
+                                                    {g: 200 for g in sizes}), 1)
         before = timed(spark, "one task per group", lambda: one_task_per_group(sample, features, settings),
                        args.repeat)
-        after = timed(spark, "a task per fit", lambda: task_per_fit(sample, features, settings, sizes),
+        after = timed(spark, "the stage's tasks", lambda: stage_tasks(sample, features, settings, sizes),
                       args.repeat)
-    same_labels = before[2][0]["cluster"].equals(after[2][0]["cluster"])
-    same_ari = before[2][1] == after[2][1]
+    same_labels = before[2]["cluster"].equals(after[2]["cluster"])
     print(f"\nMachine: {machine()}, Spark local[2]; {args.rows:,} rows, {args.groups} group(s), "
           f"{FEATURES} features, stability_fraction {settings.stability_fraction}\n")
-    print("| way | seconds (best of %d) | before ÷ this | Spark stages | tasks | same labels and ARI |"
+    print("| way | seconds (best of %d) | one task ÷ this | Spark stages | tasks | same labels |"
           % args.repeat)
     print("| --- | ---: | ---: | ---: | ---: | --- |")
-    for label, (seconds, cost, _) in (("one task per group (before)", before),
-                                       ("a task per fit (now)", after)):
+    for label, (seconds, cost, _) in (("one task per group", before), ("the stage's tasks", after)):
         print(f"| {label} | {seconds:.1f} | {before[0] / seconds:.2f}× | {cost.stages} | {cost.tasks} | "
-              f"{'yes' if same_labels and same_ari else 'NO'} |")
-    print(f"\nstability ARI per group: before {before[2][1]}, now {after[2][1]}")
+              f"{'yes' if same_labels else 'NO'} |")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,8 @@ def trained_run(spark, root, train: int, batch: int, partitions: int, stages):
     config = entities_config(
         root, "bench", root / "lake", f"{{path: {root / 'batch'}, format: parquet, id: entity_id}}",
         sweep="{k_min: 5, k_max: 6, k: 6, silhouette_sample: 2000}",
-        density="{sample_size: 5000, stability_fraction: 0, umap: {n_components: 2}}")
+        density="{sample_size: 5000, stability_fraction: 0, umap: {n_components: 2, n_neighbors: 30}, "
+                "hdbscan: {min_cluster_size: 50}}")
     synthetic(spark, train, seed=1).write.format("delta").save(Tables.of(config).entities)
     synthetic(spark, batch, seed=2).repartition(partitions).write.parquet(str(root / "batch"))
     started = time.monotonic()

@@ -69,12 +69,16 @@ show(gold(spark, config, "sweep", run_id).select("k", "sse", "silhouette", "silh
 
 # MAGIC %md
 # MAGIC ## Density clusters on a sample
-# MAGIC UMAP + HDBSCAN on a bounded sample; a surrogate XGBoost assigns everyone, with its fidelity on held-out sample rows.
+# MAGIC UMAP + HDBSCAN on a bounded sample, each cluster's stability (mean Jaccard over refits; unstable clusters
+# MAGIC merged into the nearest stable one), the settings tried and the one the rule chose; a surrogate XGBoost
+# MAGIC assigns everyone, with its fidelity on held-out sample rows.
 
 # COMMAND ----------
 
 run_tracked(spark, config, ["density"], run_id)
 show(gold(spark, config, "cluster_quality", run_id))
+show(gold(spark, config, "density_sweep", run_id).drop("reason"))
+show(gold(spark, config, "cluster_stability", run_id))
 
 # COMMAND ----------
 

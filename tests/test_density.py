@@ -13,9 +13,9 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from conftest import write_config
-from seglake.core.config import load_config
-from seglake.segmentation.density import (allocate, clustering_space, cluster_group, density,
-                             worker_numba_cache)
+from seglake.core.config import DensityConfig, load_config
+from seglake.segmentation.density import allocate, density, worker_numba_cache
+from seglake.segmentation.density_fit import cluster_group, clustering_space
 from seglake.core.errors import SeglakeError
 from seglake.segmentation.segment import segment
 from seglake.segmentation.surrogate import load_booster
@@ -74,11 +74,10 @@ def test_clustering_space_takes_negatives_nulls_and_constants():
 
 def test_tiny_group_is_all_noise_without_failing():
     frame = blob_entities([6], features=3).drop(columns="truth").assign(group=4)
-    out = cluster_group(frame, ["f0", "f1", "f2"], {"n_neighbors": 15, "min_dist": 0.0,
-                        "n_components": 5, "metric": "euclidean", "map_min_dist": 0.1,
-                        "n_epochs": None}, {"min_cluster_size": 5, "min_samples": None},
-                        seed=0, stability_fraction=0.5, offset_by_group=True)
+    settings = DensityConfig(umap={"n_neighbors": 15}, hdbscan={"min_cluster_size": 5}).model_dump()
+    out, clusters, sweep = cluster_group(frame, ["f0", "f1", "f2"], settings, offset_by_group=True)
     assert (out["cluster"] == -1).all() and out["x"].isna().all() and len(out) == 6
+    assert clusters.empty and sweep["chosen"].tolist() == [True] and sweep["noise_share"].tolist() == [1.0]
 
 
 def test_python_workers_share_the_numba_cache(spark):
@@ -88,7 +87,7 @@ def test_python_workers_share_the_numba_cache(spark):
 
 def test_density_matches_umap_hdbscan_and_assigns_everyone(spark, tmp_path, lakehouse):
     config = density_config(tmp_path, lakehouse, "{sample_size: 1500, seed: 7, umap: {%s}, "
-                            "hdbscan: {min_cluster_size: 40}}" % FAST_UMAP)
+                            "hdbscan: {min_cluster_size: 40}, stability_resamples: 4}" % FAST_UMAP)
     frame = blob_entities()
     write_entities(spark, config, frame)
     result = density(spark, config, "r1")
@@ -115,13 +114,6 @@ def test_density_matches_umap_hdbscan_and_assigns_everyone(spark, tmp_path, lake
     group = result.details["groups"][0]
     assert group["fidelity"] >= 0.97 and group["clusters"] == 6
     assert group["stability_ari"] > 0.8
-    # the stage runs the stability refit as a task of its own: same labels and score as one process
-    settings = config.density
-    together = cluster_group(frame[frame["entity_id"].isin(sampled["entity_id"])].assign(group=0),
-                             features, settings.umap.model_dump(), settings.hdbscan.model_dump(),
-                             settings.seed, settings.stability_fraction, offset_by_group=False)
-    assert (together["cluster"].to_numpy() == sampled["cluster"].to_numpy()).all()
-    assert together["stability_ari"].iloc[0] == group["stability_ari"]
     assert adjusted_rand_score(clusters["truth"], clusters["cluster"]) > 0.9  # surrogate rows too
 
     again = density(spark, config, "r1")  # same seed, same run: same labels, rows replaced
@@ -166,3 +158,57 @@ def test_grouped_density_keeps_cluster_ids_apart_and_checks_model_files(spark, t
         model_file.write(" ")
     with pytest.raises(SeglakeError, match="sha256"):
         load_booster(spark, folder, "surrogate-segment-1.json", "manifest-density.json")
+
+
+def planted_groups(sizes=(300, 300, 300, 300, 300), noise: int = 120, features: int = 6) -> pd.DataFrame:
+    """Five well-separated Gaussian groups and uniform noise over a wider box (``truth`` −1), in the
+    same heavy-tailed raw units as :func:`blob_entities`."""
+    points, truth = make_blobs(n_samples=list(sizes), n_features=features, cluster_std=0.6,
+                               center_box=(-10, 10), random_state=1)
+    scattered = np.random.default_rng(0).uniform(-15, 15, size=(noise, features))
+    values = np.vstack([points, scattered])
+    frame = pd.DataFrame(np.sign(values) * np.expm1(np.abs(values)), columns=[f"f{i}" for i in range(features)])
+    frame.insert(0, "entity_id", [f"p{i:05d}" for i in range(len(frame))])
+    frame["truth"] = np.r_[truth, np.full(noise, -1)]
+    return frame
+
+
+def test_planted_groups_are_the_stable_clusters_the_rule_chooses(spark, tmp_path, lakehouse):
+    # automatic settings: n_neighbors 15 or 30, min_cluster_size 0.5% to 4% of the rows. UMAP packs
+    # the uniform noise into a blob HDBSCAN finds again in every refit at n_neighbors 15 (a stable
+    # sixth cluster, 80 rows): the rule's preference for fewer clusters among equally stable
+    # settings is what leaves it out
+    config = density_config(tmp_path, lakehouse, "{sample_size: 5000, umap: {n_components: 2, "
+                            "n_epochs: 200}, stability_resamples: 8}")
+    frame = planted_groups()
+    write_entities(spark, config, frame)
+    result = density(spark, config, "p1")
+    tables = Tables.of(config)
+    stability = spark.read.format("delta").load(tables.gold("cluster_stability")).toPandas()
+    sweep = spark.read.format("delta").load(tables.gold("density_sweep")).toPandas()
+    clusters = read_clusters(spark, config, "p1").merge(frame[["entity_id", "truth"]], on="entity_id")
+
+    assert len(sweep) == 8 and sweep["chosen"].sum() == 1  # 2 n_neighbors x 4 shares of 1,620 rows
+    chosen = sweep[sweep["chosen"]].iloc[0]
+    assert chosen["reason"] in result.message and "highest mean cluster stability" in chosen["reason"]
+    stable = stability[stability["stable"]]
+    assert len(stable) == 5 and (stable["jaccard"] >= 0.85).all()
+    assert (stability["refits"] == 9).all()  # 8 subset refits + the UMAP refit
+    # every stable cluster is mostly one planted group (noise rows aside), each group in one cluster
+    planted = clusters[clusters["cluster"].isin(stable["merged_into"])]
+    majority = planted.groupby("cluster")["truth"].agg(lambda t: t.mode()[0])
+    assert sorted(majority) == [0, 1, 2, 3, 4]
+    found = clusters[clusters["truth"] >= 0].groupby("truth")["cluster"].agg(
+        lambda c: c.value_counts(normalize=True).iloc[0])
+    assert (found >= 0.95).all()
+    assert set(clusters.loc[clusters["cluster"] != -1, "cluster"]) == set(stable["merged_into"])
+
+    # the stage's tasks (refits split over chunks) give what one process gives
+    features = [f"f{i}" for i in range(6)]
+    labels, alone, alone_sweep = cluster_group(frame[features + ["entity_id"]].assign(group=0), features,
+                                               config.density.model_dump())
+    ours = clusters.sort_values("entity_id")
+    assert (labels.sort_values("entity_id")["cluster"].to_numpy() == ours["cluster"].to_numpy()).all()
+    assert alone["jaccard"].to_numpy() == pytest.approx(stability.sort_values("hdbscan_cluster")["jaccard"].to_numpy())
+    assert alone_sweep["mean_jaccard"].to_numpy() == pytest.approx(
+        sweep.sort_values(["n_neighbors", "min_cluster_size"])["mean_jaccard"].to_numpy())

@@ -91,7 +91,19 @@ def test_report_draws_every_chart_in_a_real_browser(users_run):
 def test_segmentation_notebook_on_profiles_and_its_report(spark, tmp_path, monkeypatch, capsys):
     shared_file("tiktok_profiles.csv")
     config = run_notebook("segmentation", "tiktok_profiles", monkeypatch, [f"lakehouse={tmp_path / 'lake'}"])
-    assert "tiktok_profiles: an entity table, no ingest" in capsys.readouterr().out  # the ingest cell skips
+    out = capsys.readouterr().out
+    assert "tiktok_profiles: an entity table, no ingest" in out  # the ingest cell skips
+    # issue 15: automatic density settings, at most 20 clusters, every reported one reproducible
+    tables = Tables.of(config)
+    sweep = spark.read.format("delta").load(tables.gold("density_sweep")).toPandas()
+    assert len(sweep) == 8 and sweep["chosen"].sum() == 1  # n_neighbors 15, 30 x 4 min_cluster_sizes
+    assert f"settings: {sweep.loc[sweep['chosen'], 'reason'].iloc[0]}" in out
+    stability = spark.read.format("delta").load(tables.gold("cluster_stability")).toPandas()
+    reported = set(spark.read.format("delta").load(tables.gold("clusters")).where("cluster != -1")
+                   .select("cluster").distinct().toPandas()["cluster"])
+    assert 2 <= len(reported) <= 20
+    kept = stability[stability["hdbscan_cluster"].isin(reported)]
+    assert set(kept["hdbscan_cluster"]) == reported and (kept["jaccard"] >= 0.6).all() and kept["stable"].all()
     descriptions = spark.read.format("delta").load(Tables.of(config).gold("descriptions"))
     assert descriptions.where("kind = 'cluster'").count() >= 2
     check_in_browser(report_path(config, "e2e"), "profiles")

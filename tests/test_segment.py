@@ -68,6 +68,16 @@ def test_segments_recover_planted_blobs_with_distances(spark, segmented):
     assert "segment 0:" in result.message and "mean views" in result.message
 
 
+def test_each_planted_segment_is_stable_over_kmeans_refits(spark, segmented):
+    _, config, kept, _, result = segmented
+    stability = spark.read.format("delta").load(Tables.of(config).gold("segment_stability")).toPandas()
+    assert sorted(stability["segment"]) == [0, 1, 2, 3]
+    assert stability["sample_rows"].sum() == len(kept)  # 1,747 kept: all under sweep.stability_sample
+    assert (stability["refits"] == config.sweep.stability_resamples).all()
+    assert (stability["jaccard"] >= 0.95).all() and stability["stable"].all()
+    assert f"segment stability (mean Jaccard over 20 KMeans refits of {len(kept):,} entities)" in result.message
+
+
 def test_profiles_are_in_original_units(spark, segmented):
     _, config, kept, _, _ = segmented
     labels = _segments(spark, config)

@@ -58,7 +58,8 @@ TAG_STAGES = "seglake.stages"
 MODEL_STAGES = {"sweep", "segment", "density", "explain", "classify", "assign"}
 SWEEP_METRICS = ["wssse", "sse", "silhouette", "silhouette_exact", "min_cluster_share", "seconds"]
 QUALITY_METRICS = ["population", "sample_rows", "clusters", "noise_share", "stability_ari",
-                   "fit_seconds", "fidelity", "fidelity_clustered"]
+                   "n_neighbors", "min_cluster_size", "hdbscan_clusters", "unstable_clusters",
+                   "mean_jaccard", "min_jaccard", "fit_seconds", "fidelity", "fidelity_clustered"]
 CLASSIFIER_METRICS = ["accuracy", "precision", "recall", "f1", "f1_macro"]
 
 
@@ -457,6 +458,12 @@ def collect(
         for row in rows.collect():  # one row per group
             for name in QUALITY_METRICS:
                 record.metric(f"density.{name}", row[name], row["group"])
+        if (clusters := read_run(spark, tables.gold("cluster_stability"), run_id)) is not None:
+            for row in clusters.collect():  # one row per HDBSCAN cluster of the chosen settings
+                record.metric("density.cluster_jaccard", row["jaccard"], row["hdbscan_cluster"])
+        if (tried := read_run(spark, tables.gold("density_sweep"), run_id)) is not None:
+            reasons = [f"group {row['group']}: {row['reason']}" for row in tried.where("chosen").collect()]
+            record.tags["seglake.density_reason"] = "; ".join(reasons)[:5000]
     if "explain" in recorded:
         _explain_metrics(spark, tables, run_id, record)
     if "classify" in recorded and (rows := read_run(spark, tables.gold("classifier_metrics"), run_id)) is not None:

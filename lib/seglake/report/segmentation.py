@@ -31,6 +31,9 @@ from seglake.segmentation.names import heading
 
 MAP_POINTS = 20_000  # plotted sample points: enough to see every cluster, light enough for a browser
 GOLD_TABLES = ("sweep", "runs", "profiles", "cluster_quality", "explanations", "descriptions")
+STABILITY_COLUMNS = ("group", "hdbscan_cluster", "size", "jaccard", "stable", "merged_into")
+DENSITY_SWEEP_COLUMNS = ("group", "n_neighbors", "min_cluster_size", "clusters", "stable_clusters",
+                         "noise_share", "coverage", "mean_jaccard", "min_jaccard", "stability_ari", "chosen")
 SWEEP_COLUMNS = ("k", "wssse", "sse", "silhouette", "silhouette_exact", "min_cluster_share", "chosen")
 
 
@@ -168,6 +171,79 @@ def map_figure(points: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def stability_figure(stability: pd.DataFrame, min_stability: float) -> go.Figure:
+    """Each HDBSCAN cluster's mean Jaccard over the refits, the ``min_stability`` line across.
+
+    Parameters
+    ----------
+    stability : pandas.DataFrame
+        ``gold/cluster_stability`` rows: ``hdbscan_cluster``, ``jaccard``, ``stable``, ``merged_into``.
+    min_stability : float
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        One bar per cluster: coloured by its id when stable, grey with where it went when not.
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"hdbscan_cluster": [0, 1], "jaccard": [0.9, 0.4], "stable": [True, False],
+    ...                      "merged_into": [0, 0]})
+    >>> fig = stability_figure(rows, 0.6)
+    >>> list(fig.data[0].text), fig.layout.shapes[0].y0
+    (['0.90', '0.40 → 0'], 0.6)
+    """
+    rows = stability.sort_values("hdbscan_cluster")
+    stable = rows["stable"].fillna(True).astype(bool)
+    text = [f"{j:.2f}" if s or m == c else f"{j:.2f} → {'noise' if m == -1 else m}"
+            for c, j, s, m in zip(rows["hdbscan_cluster"], rows["jaccard"], stable, rows["merged_into"])]
+    fig = go.Figure(go.Bar(x=rows["hdbscan_cluster"].astype(str), y=rows["jaccard"], text=text,
+                           textposition="outside",
+                           marker_color=[colour(c) if s else NOISE_COLOUR
+                                         for c, s in zip(rows["hdbscan_cluster"], stable)]))
+    fig.add_hline(y=min_stability, line_dash="dash", annotation_text=f"min_stability {min_stability:g}")
+    fig.update_layout(title="Cluster stability (mean Jaccard with its best match over the refits)",
+                      xaxis_title="HDBSCAN cluster", yaxis_title="Jaccard", yaxis_range=[0, 1.1], height=380)
+    return fig
+
+
+def density_sweep_figure(sweep: pd.DataFrame) -> go.Figure:
+    """Mean cluster stability and coverage over ``min_cluster_size``, one line each per
+    ``n_neighbors``, the chosen setting marked (the density settings' 'Clustering effect').
+
+    Parameters
+    ----------
+    sweep : pandas.DataFrame
+        One group's ``gold/density_sweep`` rows.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+
+    Examples
+    --------
+    >>> sweep = pd.DataFrame({"n_neighbors": [15, 15], "min_cluster_size": [10, 20], "mean_jaccard": [0.5, 0.9],
+    ...                       "coverage": [0.8, 0.7], "stable_clusters": [9, 4], "chosen": [False, True]})
+    >>> fig = density_sweep_figure(sweep)
+    >>> [t.name for t in fig.data], fig.data[2].x.tolist()
+    (['mean stability, n_neighbors 15', 'coverage, n_neighbors 15', 'chosen'], [20])
+    """
+    fig = go.Figure()
+    for neighbors, part in sweep.sort_values("min_cluster_size").groupby("n_neighbors"):
+        clusters = [f"{c} stable clusters" for c in part["stable_clusters"]]
+        fig.add_trace(go.Scatter(x=part["min_cluster_size"], y=part["mean_jaccard"], mode="lines+markers",
+                                 name=f"mean stability, n_neighbors {neighbors}", text=clusters))
+        fig.add_trace(go.Scatter(x=part["min_cluster_size"], y=part["coverage"], mode="lines+markers",
+                                 line_dash="dot", name=f"coverage, n_neighbors {neighbors}", text=clusters))
+    chosen = sweep[sweep["chosen"]]
+    fig.add_trace(go.Scatter(x=chosen["min_cluster_size"], y=chosen["mean_jaccard"], mode="markers",
+                             name="chosen", marker={"size": 16, "symbol": "star", "color": "black"}))
+    fig.update_layout(title="Density settings tried", xaxis_title="min_cluster_size", xaxis_type="log",
+                      yaxis_title="mean Jaccard / share of the sample in stable clusters",
+                      yaxis_range=[0, 1.05], height=420)
+    return fig
+
+
 def shap_figure(part: pd.DataFrame, title: str) -> go.Figure:
     """Horizontal bars of mean |SHAP| for one target's top features, coloured by direction.
 
@@ -244,6 +320,19 @@ def segments_section(run: ReportRun) -> Rendered:
     return Rendered([section("Segments in original units (mean per feature)", body)], 2)
 
 
+def segment_stability_section(run: ReportRun) -> Rendered:
+    """Each KMeans segment's mean Jaccard over the refits (``gold/segment_stability``) and its table."""
+    stability = run.gold("segment_stability")
+    if stability is None:
+        return Rendered([], 0)
+    bars = stability.rename(columns={"segment": "hdbscan_cluster"}).assign(merged_into=stability["segment"])
+    figure = stability_figure(bars, run.config.density.min_stability)
+    figure.update_layout(title="Segment stability (mean Jaccard with the best match over KMeans refits)",
+                         xaxis_title="segment")
+    body = figure_html(figure) + table_html(stability.drop(columns="run_id", errors="ignore"))
+    return Rendered([section("Segment stability", body)], 1)
+
+
 def density_section(run: ReportRun) -> Rendered:
     """The 2-D map of at most :data:`MAP_POINTS` sampled entities and the surrogate's fidelity."""
     clusters = run.rows(run.tables.gold("clusters"))
@@ -255,7 +344,28 @@ def density_section(run: ReportRun) -> Rendered:
         return Rendered([section("Density clusters", missing("the density stage"))], 0)
     quality = run.gold("cluster_quality")
     body = figure_html(map_figure(points)) + (table_html(quality) if quality is not None else "")
-    return Rendered([section("Density clusters and surrogate fidelity", body)], 1)
+    stability_body, charts = stability_html(run)
+    return Rendered([section("Density clusters and surrogate fidelity", body + stability_body)], 1 + charts)
+
+
+def stability_html(run: ReportRun) -> tuple[str, int]:
+    """Per group: the density rule's line, :func:`density_sweep_figure` when several settings were
+    tried, :func:`stability_figure` and the per-cluster table; with the number of charts."""
+    stability, sweep = run.gold("cluster_stability"), run.gold("density_sweep")
+    if stability is None or sweep is None:
+        return missing("per-cluster stability (gold/cluster_stability; run the density stage again)"), 0
+    parts, charts = [], 0
+    for group, tried in sweep.groupby("group"):
+        clusters = stability[stability["group"] == group]
+        parts.append(reason_html(tried))
+        if len(tried) > 1:
+            parts.append(figure_html(density_sweep_figure(tried)) + table_html(tried[list(DENSITY_SWEEP_COLUMNS)]))
+            charts += 1
+        if len(clusters) and clusters["jaccard"].notna().any():
+            parts.append(figure_html(stability_figure(clusters, run.config.density.min_stability)))
+            charts += 1
+        parts.append(table_html(clusters[list(STABILITY_COLUMNS)].sort_values("hdbscan_cluster")))
+    return "".join(parts), charts
 
 
 def explain_section(run: ReportRun) -> Rendered:
@@ -311,7 +421,8 @@ def run_record_section(run: ReportRun) -> Rendered:
 
 
 SEGMENTATION_SECTIONS: tuple[Section, ...] = (
-    require_gold_rows, choice_of_k_section, segments_section, density_section, explain_section,
+    require_gold_rows, choice_of_k_section, segments_section, segment_stability_section, density_section,
+    explain_section,
     ingest_section, run_record_section,
 )
 """The page of an events or entities config, in order (the default of ``build_report``)."""

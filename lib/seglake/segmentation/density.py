@@ -9,29 +9,43 @@ Steps of :func:`density` (config section ``density``):
    equally between groups, a group smaller than its share is taken whole and its unused share goes
    to the others. Rows are chosen by a hash of ``(seed, entity_id)``, so the same table and seed
    give the same sample however Spark partitions it.
-3. ``groupBy(group, task).applyInPandas(cluster_task)``, each (group, task) a Spark task of its
-   own spread over the cores (:func:`apply_per_key`), so that a group's main fit (task 0) and its
-   stability refit (task 1, step 4) run side by side. Main fit: in each group, the clustering space
-   is sign(x)·log1p(|x|) of every numeric feature, nulls set to the group's median, then standard
-   scaling, all fitted on the group's sample inside the UDF (self-contained: it does not use the
-   prepare stage's Spark ML transform, so density runs without it). UMAP (``density.umap``) then
-   HDBSCAN (``density.hdbscan``) give ``cluster`` (−1 noise) and ``cluster_probability``; a second
-   2-D UMAP with ``map_min_dist`` gives the picture's ``x, y`` (the clustering embedding itself when
-   it is already 2-D). With groups, cluster ids are ``group * 1000 + c`` so they are unique across
-   groups (noise stays −1) and ``group`` tells which segment a cluster belongs to.
-4. Stability: UMAP (seed + 1) + HDBSCAN rerun on a random ``stability_fraction`` of the group's
-   sample (``min_cluster_size`` scaled by the same fraction), in the clustering space of the whole
-   group's sample (so task 1 gets all of the group's rows, as task 0 does); the adjusted Rand index
-   between the two labelings of those rows (noise counted as a label), computed on the driver from
-   at most ``stability_fraction × sample_size`` pairs of labels, is the group's ``stability_ari``.
-   UMAP can tear clusters apart; a low ARI says the clusters depend on the seed and sample.
-5. A surrogate XGBoost per group (:mod:`seglake.segmentation.surrogate`), one task per group again,
-   learns the sample's labels from the raw features, its held-out accuracy is the ``fidelity``, and a
-   pandas UDF assigns every entity.
+3. The settings to try per group (:func:`~seglake.segmentation.stability.grid_settings`): the
+   pinned ``umap.n_neighbors`` / ``hdbscan.min_cluster_size``, or for each one left out its grid
+   (``grid_neighbors``; ``grid_cluster_shares`` of the group's sample rows).
+4. Embedding, one task per (group, ``n_neighbors``, task) spread over the cores
+   (:func:`apply_per_key`, :func:`~seglake.segmentation.density_fit.embed_task`): the clustering
+   space is sign(x)·log1p(|x|) of every numeric feature, nulls set to the group's median, then
+   standard scaling, fitted on the group's sample inside the UDF (density runs without the prepare
+   stage); UMAP (``density.umap``) embeds it, a second 2-D layout with ``map_min_dist`` gives the
+   picture's ``x, y``, and the UMAP refit (seed + 1, on a ``stability_fraction`` subset) runs as a
+   task of its own beside it.
+5. Stability, one task per (group, setting, chunk of refits)
+   (:func:`~seglake.segmentation.density_fit.resample_task`): HDBSCAN (``density.hdbscan``) on the
+   main embedding, then ``stability_resamples`` HDBSCAN refits on random ``stability_fraction``
+   subsets of that embedding and one on the UMAP refit's; each cluster's stability is the mean
+   over those refits of its best Jaccard (Hennig's cluster-wise stability,
+   :mod:`seglake.segmentation.stability`); the UMAP refit also gives the setting's
+   ``stability_ari``. Only a few rows per cluster reach the driver.
+6. The choice (:func:`~seglake.segmentation.density_fit.decide`, one printed line per group): a
+   pinned setting, or the rule of :func:`~seglake.segmentation.stability.choose_setting` (highest
+   mean stability among settings with ``min_coverage`` of the sample in 2 to ``max_clusters``
+   stable clusters). Clusters under ``min_stability`` are unstable: with ``unstable: merge`` they
+   join the stable cluster with the nearest centroid in the embedding (noise when none is
+   stable), with ``noise`` they become noise. HDBSCAN runs again per group at the chosen setting
+   (:func:`~seglake.segmentation.density_fit.label_task`) and the merge is applied before anything
+   learns the labels, so the surrogate, ``gold/clusters``, explain, ``seglake score`` and the
+   served segmenter all see the same final clusters. With groups, cluster ids are
+   ``group * 1000 + c`` (noise stays −1).
+7. A surrogate XGBoost per group (:mod:`seglake.segmentation.surrogate`), one task per group again,
+   learns the sample's final labels from the raw features, its held-out accuracy is the
+   ``fidelity``, and a pandas UDF assigns every entity.
 
 Writes ``gold/clusters`` (one row per entity; sampled rows keep their HDBSCAN label, membership
 strength and ``x, y``; the others get the surrogate's label and class probability, ``x, y`` null),
-``gold/cluster_quality`` (one row per group) and ``models/<run_id>/surrogate*.json`` with
+``gold/cluster_quality`` (one row per group), ``gold/cluster_stability`` (one row per HDBSCAN
+cluster of the chosen setting: ``size``, ``jaccard``, ``stable``, ``merged_into``),
+``gold/density_sweep`` (one row per group and setting tried: clusters, noise, coverage, mean and
+lowest Jaccard, ``chosen`` and the rule's ``reason``) and ``models/<run_id>/surrogate*.json`` with
 ``manifest-density.json`` (which records the checksum of the sweep's clustering model, so that the
 segment stage joins these clusters into ``gold/segments`` only for the sweep they were made on).
 Sorting each group by ``entity_id`` before UMAP makes the labels depend only on the data and seeds,
@@ -45,7 +59,6 @@ import json
 import math
 import os
 import time
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -66,23 +79,25 @@ from seglake.core.artifacts import (
     write_manifest,
 )
 from seglake.core.tables import Tables, read_delta, write_run
+from seglake.segmentation.density_fit import (LABEL_SCHEMA, MAIN, REFIT, decide, embed_schema, embed_task,
+                                              label_task, merges, resample_schema, resample_task)
 from seglake.segmentation.segment import kept_entities, label_segments, load_swept
+from seglake.segmentation.stability import chunks_for, grid_settings
+from seglake.segmentation.tasks import apply_per_key  # noqa: F401 (explain imports it from here)
 from seglake.segmentation.surrogate import NOISE, SURROGATE_SCHEMA, assign, fit_surrogate
 
-GROUP_STRIDE = 1000
 MANIFEST = DENSITY_MANIFEST
 NUMERIC = (T.DoubleType, T.FloatType, T.IntegerType, T.LongType, T.ShortType, T.DecimalType)
 QUALITY_SCHEMA = ("run_id string, group int, population long, sample_rows long, clusters long, "
-                  "noise_share double, stability_ari double, fit_seconds double, fidelity double, "
-                  "fidelity_clustered double")
-CLUSTERS_SCHEMA = ("entity_id string, group int, cluster int, cluster_probability double, "
-                   "x double, y double, stability_ari double, fit_seconds double")
-# what cluster_task returns: task 0 rows are a group's sample with its labels (cluster_group without
-# stability_ari), task 1 rows the stability refit's labels of the subsample (the rest NaN)
-TASK_SCHEMA = ("entity_id string, group int, task int, cluster int, cluster_probability double, "
-               "x double, y double, fit_seconds double")
-MAIN, REFIT = 0, 1
-SLOT = "_slot"
+                  "noise_share double, stability_ari double, n_neighbors int, min_cluster_size int, "
+                  "hdbscan_clusters long, unstable_clusters long, mean_jaccard double, min_jaccard double, "
+                  "fit_seconds double, fidelity double, fidelity_clustered double")
+STABILITY_SCHEMA = ("run_id string, group int, hdbscan_cluster int, size long, jaccard double, refits long, "
+                    "stable boolean, merged_into int, n_neighbors int, min_cluster_size int")
+DENSITY_SWEEP_SCHEMA = ("run_id string, group int, n_neighbors int, min_cluster_size int, sample_rows long, "
+                        "clusters long, stable_clusters long, noise_share double, coverage double, "
+                        "mean_jaccard double, min_jaccard double, stability_ari double, seconds double, "
+                        "chosen boolean, reason string")
 
 
 # ---------------------------------------------------------------- sampling (Spark, bounded)
@@ -210,348 +225,62 @@ def grouped_population(
     return entities.select(*columns).join(segments, "entity_id")
 
 
-# ---------------------------------------------------------------- one task per key (Spark)
+# ---------------------------------------------------------------- clustering (Spark wiring)
 
 
-def spark_partition_of(value: int, partitions: int) -> int:
-    """The partition ``repartition(partitions, col)`` sends an int ``value`` of ``col`` to.
-
-    Spark's hash partitioning is pmod(Murmur3 hash with seed 42, partitions), the hash of ``F.hash``;
-    bucketed tables depend on it staying so.
-
-    Examples
-    --------
-    >>> values = spark.range(6).select(F.col("id").cast("int").alias("v"))
-    >>> spread = values.repartition(4, "v").select("v", F.spark_partition_id().alias("p")).collect()
-    >>> all(spark_partition_of(row.v, 4) == row.p for row in spread)
-    True
-    """
-    def rotate(x: int, bits: int) -> int:
-        return ((x << bits) | (x >> (32 - bits))) & 0xFFFFFFFF
-
-    k = rotate((value & 0xFFFFFFFF) * 0xCC9E2D51 & 0xFFFFFFFF, 15) * 0x1B873593 & 0xFFFFFFFF
-    h = (rotate(42 ^ k, 13) * 5 + 0xE6546B64) & 0xFFFFFFFF
-    h ^= 4  # the input's length in bytes
-    h = (h ^ (h >> 16)) * 0x85EBCA6B & 0xFFFFFFFF
-    h = (h ^ (h >> 13)) * 0xC2B2AE35 & 0xFFFFFFFF
-    h ^= h >> 16
-    return (h - (1 << 32) if h >= 1 << 31 else h) % partitions
-
-
-def plan_partitions(weights: dict[tuple, float], partitions: int) -> dict[tuple, int]:
-    """Keys to partitions, heaviest key first onto the least loaded partition (ties: lowest key).
-
-    Examples
-    --------
-    >>> plan_partitions({(0, 0): 10.0, (0, 1): 5.0}, 2)  # a main fit and its stability refit
-    {(0, 0): 0, (0, 1): 1}
-    >>> plan_partitions({(g,): w for g, w in enumerate([9, 5, 4, 3, 1])}, 2)
-    {(0,): 0, (1,): 1, (2,): 1, (3,): 0, (4,): 1}
-    """
-    loads, planned = [0.0] * partitions, {}
-    for key in sorted(weights, key=lambda k: (-weights[k], k)):
-        target = min(range(partitions), key=lambda p: (loads[p], p))
-        loads[target] += weights[key]
-        planned[key] = target
-    return planned
-
-
-def _without_slot(rows: pd.DataFrame, body) -> pd.DataFrame:
-    return body(rows.drop(columns=SLOT))
-
-
-def apply_per_key(frame: DataFrame, keys: list[str], weights: dict[tuple, float], body,
-                  schema) -> DataFrame:
-    """``frame.groupBy(*keys).applyInPandas(body, schema)`` with the keys spread over the cores.
-
-    With adaptive execution on, the shuffle before a grouped pandas UDF is coalesced into as few
-    partitions as its size allows (no smaller than ``coalescePartitions.minPartitionSize``, 1 MB): a
-    sample of a few MB becomes one partition or a few, each holding several keys whose model fits
-    then run one after another in one task while other cores idle. Here each key is planned
-    onto one of ``min(#keys, 2 × defaultParallelism)`` partitions (:func:`plan_partitions`, by
-    ``weights``, the expected cost of each key), and a ``_slot`` column whose hash lands on that
-    partition routes its rows there through an explicit ``repartition(n, _slot)``, which adaptive
-    execution leaves alone. Grouping by (``_slot``, keys) then needs no other shuffle; ``body`` sees
-    the rows without ``_slot``. Rows of a key missing from ``weights`` go to partition 0.
-
-    ``body`` must not depend on the order of its rows (the bodies here sort by ``entity_id``).
-
-    Examples
-    --------
-    >>> from pyspark import TaskContext
-    >>> def where(rows):
-    ...     return pd.DataFrame({"g": [int(rows["g"].iloc[0])],
-    ...                          "partition": [TaskContext.get().partitionId()]})
-    >>> frame = spark.createDataFrame([(g, float(i)) for g in range(3) for i in range(5)], "g int, v double")
-    >>> done = apply_per_key(frame, ["g"], {(0,): 2.0, (1,): 1.0, (2,): 1.0}, where, "g int, partition int")
-    >>> sorted(tuple(row) for row in done.collect())  # 2 cores: 3 keys on 3 partitions, g 0 first
-    [(0, 0), (1, 1), (2, 2)]
-    """
-    spark = frame.sparkSession
-    weights = {tuple(k.item() if hasattr(k, "item") else k for k in key): w for key, w in weights.items()}
-    partitions = max(1, min(len(weights), spark.sparkContext.defaultParallelism * 2))
-    route: dict[int, int] = {}  # partition → a _slot value that hashes to it
-    value = 0
-    while len(route) < partitions:
-        route.setdefault(spark_partition_of(value, partitions), value)
-        value += 1
-    slots = spark.createDataFrame(
-        [(*key, route[p]) for key, p in plan_partitions(weights, partitions).items()],
-        T.StructType([*(frame.schema[k] for k in keys), T.StructField(SLOT, T.IntegerType())]))
-    routed = (frame.join(F.broadcast(slots), keys, "left")
-              .withColumn(SLOT, F.coalesce(F.col(SLOT), F.lit(route[0]))))
-    return (routed.repartition(partitions, SLOT).groupBy(SLOT, *keys)
-            .applyInPandas(functools.partial(_without_slot, body=body), schema))
-
-
-# ---------------------------------------------------------------- clustering (pandas UDF body)
-
-
-def clustering_space(values: np.ndarray) -> np.ndarray:
-    """sign(x)·log1p(|x|), nulls to the column median, then standard scaling (constant columns → 0).
-
-    The signed log1p tames heavy tails (followers span six orders of magnitude) and accepts
-    negative values, where plain log1p would not.
-
-    Examples
-    --------
-    >>> values = np.array([[0.0], [np.nan], [np.e - 1]])  # log1p: 0, the median 0.5, 1
-    >>> clustering_space(values).round(3).ravel().tolist()
-    [-1.225, 0.0, 1.225]
-    >>> clustering_space(np.full((3, 1), 0.7)).ravel().tolist()  # constant, its spread float noise
-    [0.0, 0.0, 0.0]
-    """
-    logged = np.sign(values) * np.log1p(np.abs(values))
-    medians = np.nanmedian(np.where(np.isnan(logged).all(axis=0), 0.0, logged), axis=0)
-    filled = np.where(np.isnan(logged), medians, logged)
-    centred = filled - filled.mean(axis=0)
-    spread = filled.std(axis=0)
-    # a constant column's mean has rounding error, so its spread is ~1e-17, not 0: dividing by it
-    # would turn the constant into ±1; relative to the column's size such a spread is zero
-    constant = spread <= 1e-12 * np.maximum(np.abs(filled).max(axis=0, initial=0.0), 1.0)
-    return np.where(constant, 0.0, centred / np.where(constant, 1.0, spread))
-
-
-def _umap(space: np.ndarray, umap: dict, seed: int, n_components: int, min_dist: float,
-          knn=(None, None, None)) -> tuple[np.ndarray, object]:
-    from umap import UMAP
-
-    reducer = UMAP(n_neighbors=min(umap["n_neighbors"], len(space) - 1), n_components=n_components,
-                   min_dist=min_dist, metric=umap["metric"], n_epochs=umap.get("n_epochs"),
-                   random_state=seed, precomputed_knn=knn)
-    return reducer.fit_transform(space), reducer
-
-
-def _hdbscan(embedding: np.ndarray, min_cluster_size: int, min_samples: int | None, method: str):
-    from hdbscan import HDBSCAN
-
-    # one thread: Spark already runs one task per core. The exact minimum spanning tree: hdbscan's
-    # default approximate Boruvka tree merged the 26 clusters of the TikTok profiles into 2.
-    model = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples,
-                    cluster_selection_method=method, core_dist_n_jobs=1, approx_min_span_tree=False)
-    model.fit(embedding)
-    return model.labels_.astype(np.int32), model.probabilities_.astype(np.float64)
-
-
-def _clusterable(n: int, umap: dict, hdbscan: dict) -> bool:
-    """Whether a group's sample of ``n`` rows is large enough for UMAP + HDBSCAN (else all noise)."""
-    return n >= max(hdbscan["min_cluster_size"], umap["n_components"] + 2, 10)
-
-
-def cluster_group(
-    sample: pd.DataFrame, features: list[str], umap: dict, hdbscan: dict, seed: int,
-    stability_fraction: float, offset_by_group: bool,
-) -> pd.DataFrame:
-    """UMAP + HDBSCAN on one group's sample, with a 2-D map and a stability score.
-
-    The stage runs the stability refit as a task of its own (:func:`cluster_task`); this function
-    does both in one process, with the same results.
-
-    Parameters
-    ----------
-    sample : DataFrame
-        ``entity_id``, ``group`` and the raw ``features`` of one group.
-    features : list of str
-    umap : dict
-        ``n_neighbors``, ``min_dist``, ``n_components``, ``metric``, ``map_min_dist``, ``n_epochs``.
-    hdbscan : dict
-        ``min_cluster_size``, ``min_samples``, ``cluster_selection_method``.
-    seed : int
-        UMAP's ``random_state`` (seed + 1 and a subsample drawn with ``seed`` for stability).
-    stability_fraction : float
-        Share of rows reclustered to measure stability; 0 skips it (``stability_ari`` NaN).
-    offset_by_group : bool
-        Make ids ``group * 1000 + c`` so clusters of different groups never share an id.
-
-    Returns
-    -------
-    DataFrame
-        ``CLUSTERS_SCHEMA`` columns followed by the input features, one row per sampled entity.
-    """
-    started = pd.Timestamp.now()
-    sample = sample.sort_values("entity_id", kind="stable").reset_index(drop=True)
-    n, group = len(sample), int(sample["group"].iloc[0])
-    out = sample[["entity_id", "group"]].copy()
-    labels, strength = np.full(n, NOISE, dtype=np.int32), np.zeros(n)
-    xy, stability = np.full((n, 2), np.nan), np.nan
-    mcs, min_samples = hdbscan["min_cluster_size"], hdbscan.get("min_samples")
-    method = hdbscan.get("cluster_selection_method", "eom")
-    if _clusterable(n, umap, hdbscan):
-        space = clustering_space(sample[features].to_numpy(dtype=np.float64))
-        with warnings.catch_warnings():  # "n_jobs overridden by random_state": single-threaded is intended
-            warnings.simplefilter("ignore")
-            embedding, reducer = _umap(space, umap, seed, umap["n_components"], umap["min_dist"])
-            labels, strength = _hdbscan(embedding, mcs, min_samples, method)
-            if umap["n_components"] == 2:
-                xy = embedding
-            else:  # reuse the neighbour graph: the map then costs only its layout
-                knn = ((None, None, None) if getattr(reducer, "_small_data", True) else
-                       (reducer._knn_indices, reducer._knn_dists, reducer._knn_search_index))
-                xy, _ = _umap(space, umap, seed, 2, umap["map_min_dist"], knn)
-            refit = _refit(space, umap, hdbscan, seed, stability_fraction)
-        if refit is not None:
-            stability = stability_score(labels[refit[0]], refit[1])
-    if labels.max() >= GROUP_STRIDE:
-        raise ValueError(f"group {group}: {labels.max() + 1} clusters, more than ids allow; "
-                         f"raise density.hdbscan.min_cluster_size")
-    if offset_by_group:
-        labels = np.where(labels == NOISE, NOISE, group * GROUP_STRIDE + labels)
-    out["cluster"], out["cluster_probability"] = labels, strength
-    out["x"], out["y"] = xy[:, 0], xy[:, 1]
-    out["stability_ari"] = stability
-    out["fit_seconds"] = (pd.Timestamp.now() - started).total_seconds()
-    return pd.concat([out, sample[features].astype(np.float64)], axis=1)
-
-
-def _refit(space, umap, hdbscan, seed, fraction) -> tuple[np.ndarray, np.ndarray] | None:
-    """The stability refit: (rows of ``space`` reclustered, their new labels), None when skipped."""
-    size = int(round(len(space) * fraction))
-    if fraction <= 0 or size < max(10, umap["n_components"] + 2):
-        return None
-    rows = np.sort(np.random.default_rng(seed).choice(len(space), size=size, replace=False))
-    embedding, _ = _umap(space[rows], umap, seed + 1, umap["n_components"], umap["min_dist"])
-    scale, min_samples = size / len(space), hdbscan.get("min_samples")
-    again, _ = _hdbscan(embedding, max(2, round(hdbscan["min_cluster_size"] * scale)),
-                        None if min_samples is None else max(1, round(min_samples * scale)),
-                        hdbscan.get("cluster_selection_method", "eom"))
-    return rows, again
-
-
-def stability_score(labels: np.ndarray, again: np.ndarray) -> float:
-    """Adjusted Rand index of two labelings of the same rows, noise (−1) counted as a label.
-
-    Renaming labels without changing their order (the ``group * 1000 + c`` ids) changes nothing.
-
-    Examples
-    --------
-    >>> stability_score(np.array([-1, 0, 0, 1, 1]), np.array([-1, 4, 4, 2, 2]))
-    1.0
-    """
-    from sklearn.metrics import adjusted_rand_score
-
-    return float(adjusted_rand_score(labels, again))
-
-
-def stability_labels(sample: pd.DataFrame, features: list[str], umap: dict, hdbscan: dict, seed: int,
-                     stability_fraction: float) -> pd.DataFrame:
-    """The stability refit of one group alone: ``entity_id``, ``group`` and ``cluster`` (the refit's
-    label) of the subsample rows, the same rows and labels as :func:`cluster_group` compares
-    (none when the group is too small or the fraction 0).
-
-    It needs the whole group's sample: the clustering space is fitted on all of it.
-    """
-    sample = sample.sort_values("entity_id", kind="stable").reset_index(drop=True)
-    refit = None
-    if _clusterable(len(sample), umap, hdbscan):
-        space = clustering_space(sample[features].to_numpy(dtype=np.float64))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            refit = _refit(space, umap, hdbscan, seed, stability_fraction)
-    rows, again = refit if refit is not None else (np.arange(0), np.zeros(0, dtype=np.int32))
-    return pd.DataFrame({"entity_id": sample["entity_id"].to_numpy()[rows],
-                         "group": sample["group"].to_numpy()[rows], "cluster": again})
-
-
-def cluster_task(
-    rows: pd.DataFrame, features: list[str], umap: dict, hdbscan: dict, seed: int,
-    stability_fraction: float, offset_by_group: bool,
-) -> pd.DataFrame:
-    """The stage's pandas UDF body: one group's main fit (``task`` 0) or its stability refit (1).
-
-    Both get the whole group's sample. Task 0 returns :func:`cluster_group` without stability
-    (``stability_ari`` dropped), task 1 the refit's labels from :func:`stability_labels` with the other
-    columns NaN: ``TASK_SCHEMA`` columns and the features, ``fit_seconds`` the task's own time.
-
-    Examples
-    --------
-    >>> rng = np.random.default_rng(0)
-    >>> sample = pd.DataFrame({"entity_id": [f"e{i:03d}" for i in range(120)], "group": 0,
-    ...                        "f0": np.r_[rng.normal(0, 1, 60), rng.normal(50, 1, 60)]})
-    >>> settings = dict(features=["f0"], umap={"n_neighbors": 10, "min_dist": 0.0, "n_components": 2,
-    ...     "metric": "euclidean", "map_min_dist": 0.1, "n_epochs": 50},
-    ...     hdbscan={"min_cluster_size": 20}, seed=0, stability_fraction=0.5, offset_by_group=False)
-    >>> main = cluster_task(sample.assign(task=0), **settings)
-    >>> refit = cluster_task(sample.assign(task=1), **settings)
-    >>> len(main), len(refit), bool(refit[["cluster_probability", "x", "f0"]].isna().all().all())
-    (120, 60, True)
-    >>> pairs = main.merge(refit, on="entity_id")
-    >>> together = cluster_group(sample, **settings)
-    >>> stability_score(pairs.cluster_x.to_numpy(), pairs.cluster_y.to_numpy()) == float(together.stability_ari[0])
-    True
-    """
-    started, task = pd.Timestamp.now(), int(rows["task"].iloc[0])
-    sample = rows.drop(columns="task")
-    if task == MAIN:
-        out = cluster_group(sample, features, umap, hdbscan, seed, 0.0, offset_by_group).drop(
-            columns="stability_ari")
-    else:
-        out = stability_labels(sample, features, umap, hdbscan, seed, stability_fraction)
-        for column in ("cluster_probability", "x", "y", *features):
-            out[column] = np.nan
-    out["task"] = task
-    out["fit_seconds"] = (pd.Timestamp.now() - started).total_seconds()
-    return out
-
-
-def cluster_sample(sample: DataFrame, features: list[str], settings: DensityConfig,
-                   sizes: dict[int, int]) -> DataFrame:
-    """Spark wrapper: ``groupBy(group, task).applyInPandas(cluster_task)``, each group's main fit
-    and stability refit (when ``stability_fraction`` > 0) a task of its own (:func:`apply_per_key`).
-
-    ``sizes`` (group → sample rows) weighs the tasks: the main fit runs two UMAP layouts (one when
-    the clustering embedding is the 2-D map), the refit one on a ``stability_fraction`` of the rows.
-    """
+def embed_sample(sample: DataFrame, features: list[str], settings: DensityConfig,
+                 grids: dict[int, list[tuple[int, int]]], sizes: dict[int, int]) -> DataFrame:
+    """Each group's main embedding and UMAP refit at each ``n_neighbors`` of its grid, one task each
+    (:func:`~seglake.segmentation.density_fit.embed_task` through :func:`apply_per_key`)."""
     umap = settings.umap.model_dump()
-    body = functools.partial(
-        cluster_task, features=features, umap=umap,
-        hdbscan=settings.hdbscan.model_dump(), seed=settings.seed,
-        stability_fraction=settings.stability_fraction,
-        offset_by_group=settings.group_by != "none")
     tasks = [MAIN, REFIT] if settings.stability_fraction > 0 else [MAIN]
     layouts = 1 if umap["n_components"] == 2 else 2
-    weights = {(group, task): rows * (layouts if task == MAIN else settings.stability_fraction)
-               for group, rows in sizes.items() if rows for task in tasks}
-    columns = sample.select("entity_id", "group", *features,
-                            F.explode(F.array(*[F.lit(t) for t in tasks])).alias("task"))
-    schema = TASK_SCHEMA + "".join(f", `{f}` double" for f in features)
-    return apply_per_key(columns, ["group", "task"], weights, body, schema)
+    neighbors = [(group, n) for group, grid in grids.items() for n in dict.fromkeys(n for n, _ in grid)]
+    plan = sample.sparkSession.createDataFrame(
+        [(g, n, t) for g, n in neighbors for t in tasks], "group int, n_neighbors int, task int")
+    weights = {(g, n, t): sizes[g] * (layouts if t == MAIN else settings.stability_fraction)
+               for g, n in neighbors for t in tasks}
+    body = functools.partial(embed_task, features=features, umap=umap, seed=settings.seed,
+                             stability_fraction=settings.stability_fraction)
+    rows = sample.select("entity_id", "group", *features).join(F.broadcast(plan), "group")
+    return apply_per_key(rows, ["group", "n_neighbors", "task"], weights, body,
+                         embed_schema(umap["n_components"]))
 
 
-def stability_scores(clustered: DataFrame) -> dict[int, tuple[float, float]]:
-    """group → (``stability_ari``, seconds of the refit task), from :func:`cluster_sample`'s rows.
+def resample_settings(embedded: DataFrame, settings: DensityConfig, grids: dict[int, list[tuple[int, int]]],
+                      sizes: dict[int, int]) -> pd.DataFrame:
+    """Every setting's clusters and Jaccard sums (``resample_schema`` rows, small), each setting's
+    refits split into :func:`~seglake.segmentation.density_fit.chunks_for` tasks."""
+    spark = embedded.sparkSession
+    points = [(g, n, m) for g, grid in grids.items() for n, m in grid]
+    chunks = chunks_for(len(points), settings.stability_resamples, spark.sparkContext.defaultParallelism)
+    plan = spark.createDataFrame([(*p, c) for p in points for c in range(chunks)],
+                                 "group int, n_neighbors int, min_cluster_size int, chunk int")
+    per_chunk = settings.stability_resamples / chunks
+    weights = {(g, n, m, c): sizes[g] * (1 + settings.stability_fraction * (per_chunk + (c == 0)))
+               for g, n, m in points for c in range(chunks)}
+    body = functools.partial(resample_task, hdbscan=settings.hdbscan.model_dump(), seed=settings.seed,
+                             stability_fraction=settings.stability_fraction,
+                             resamples=settings.stability_resamples, chunks=chunks)
+    rows = embedded.drop("x", "y", "seconds").join(F.broadcast(plan), ["group", "n_neighbors"])
+    return apply_per_key(rows, ["group", "n_neighbors", "min_cluster_size", "chunk"], weights, body,
+                         resample_schema(settings.umap.n_components)).toPandas()
 
-    Only the refit's subsample rows, with the main fit's label of each, come to the driver.
-    """
-    main = clustered.where(F.col("task") == MAIN).select("entity_id", "group", "cluster")
-    refit = clustered.where(F.col("task") == REFIT).select(
-        "entity_id", "group", F.col("cluster").alias("again"), F.col("fit_seconds").alias("seconds"))
-    pairs = main.join(refit, ["entity_id", "group"]).toPandas()
-    scores = {}
-    for group, rows in pairs.groupby("group"):
-        rows = rows.sort_values("entity_id", kind="stable")
-        scores[int(group)] = (stability_score(rows["cluster"].to_numpy(), rows["again"].to_numpy()),
-                              float(rows["seconds"].max()))
-    return scores
+
+def label_sample(embedded: DataFrame, sample: DataFrame, features: list[str], settings: DensityConfig,
+                 sweep: pd.DataFrame, clusters: pd.DataFrame, sizes: dict[int, int]) -> DataFrame:
+    """Each group's final labels at its chosen setting, with the raw features (for the surrogate)."""
+    chosen = sweep[sweep["chosen"]]
+    offset_by_group = settings.group_by != "none"
+    body = functools.partial(
+        label_task, hdbscan=settings.hdbscan.model_dump(),
+        chosen={int(r.group): int(r.min_cluster_size) for r in chosen.itertuples()},
+        merged=merges(clusters, offset_by_group), offset_by_group=offset_by_group)
+    picked = embedded.sparkSession.createDataFrame(
+        [(int(r.group), int(r.n_neighbors)) for r in chosen.itertuples()], "group int, n_neighbors int")
+    rows = embedded.where(F.col("task") == MAIN).join(F.broadcast(picked), ["group", "n_neighbors"])
+    labels = apply_per_key(rows, ["group"], {(g,): w for g, w in sizes.items() if w}, body, LABEL_SCHEMA)
+    return labels.join(sample.select("entity_id", *features), "entity_id")
 
 
 def fit_surrogates(labelled: DataFrame, features: list[str], settings: DensityConfig,
@@ -596,38 +325,64 @@ def density(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
     population = grouped_population(spark, config, run_id, entities, features)
     sample, counts = stratified_sample(population, "group", settings.sample_size, settings.seed)
     sizes = allocate(counts, settings.sample_size)  # the sample's rows per group, to weigh its tasks
-    clustered = cluster_sample(sample, features, settings, sizes).persist(StorageLevel.MEMORY_AND_DISK)
-    labelled = clustered.where(F.col("task") == MAIN).drop("task")
+    grids = {group: grid_settings(rows, settings.umap.n_neighbors, settings.hdbscan.min_cluster_size,
+                                  settings.grid_neighbors, settings.grid_cluster_shares)
+             for group, rows in sizes.items() if rows}
+    sample = sample.persist(StorageLevel.MEMORY_AND_DISK)
+    embedded = embed_sample(sample, features, settings, grids, sizes).persist(StorageLevel.MEMORY_AND_DISK)
     seconds, started = {}, time.monotonic()
     try:
+        resampled = resample_settings(embedded, settings, grids, sizes)
+        sweep, stability = decide(resampled, settings.model_dump(), settings.group_by != "none")
+        seconds["embed_and_resample"] = time.monotonic() - started
+        labelled = label_sample(embedded, sample, features, settings, sweep, stability, sizes).persist(
+            StorageLevel.MEMORY_AND_DISK)
         sampled_rows = labelled.count()
-        stability = stability_scores(clustered) if settings.stability_fraction > 0 else {}
-        seconds["sample_and_cluster"] = time.monotonic() - started
         surrogates = fit_surrogates(labelled, features, settings, sizes)
-        seconds["surrogate"] = time.monotonic() - started - seconds["sample_and_cluster"]
-        quality = _quality(labelled, surrogates, counts, stability)
+        seconds["label_and_surrogate"] = time.monotonic() - started - seconds["embed_and_resample"]
+        quality = _quality(labelled, surrogates, counts, sweep, stability)
         files, models, listed = _model_files(surrogates, settings.group_by)
         manifest = write_manifest(
             spark, tables.models(run_id),
             {"features": features, "group_by": settings.group_by, "models": listed,
              "groups": {str(g): classes for g, (_, classes) in models.items()},
              "settings": settings.model_dump(),
+             "chosen": {str(int(r.group)): {"n_neighbors": int(r.n_neighbors),
+                                            "min_cluster_size": int(r.min_cluster_size), "reason": r.reason}
+                        for r in sweep[sweep["chosen"]].itertuples()},
              "sweep_clustering_sha256": _sweep_checksum(spark, tables, run_id)},
             files=files, manifest=MANIFEST)
         assign_started = time.monotonic()
         clusters = label_population(assign(population, models, features), labelled, run_id)
         write_run(clusters, tables.gold("clusters"), run_id)
+        labelled.unpersist()
         seconds["assign_and_write"] = time.monotonic() - assign_started
-        quality_rows = quality.assign(run_id=run_id)[[c.split()[0] for c in QUALITY_SCHEMA.split(", ")]]
-        write_run(spark.createDataFrame(quality_rows, QUALITY_SCHEMA), tables.gold("cluster_quality"), run_id)
+        _write_small(spark, quality, QUALITY_SCHEMA, tables.gold("cluster_quality"), run_id)
+        _write_small(spark, stability, STABILITY_SCHEMA, tables.gold("cluster_stability"), run_id)
+        _write_small(spark, sweep, DENSITY_SWEEP_SCHEMA, tables.gold("density_sweep"), run_id)
     finally:
-        clustered.unpersist()
+        embedded.unpersist()
+        sample.unpersist()
     population_rows = sum(counts.values())
+    reasons = [f"group {int(r.group)}: {r.reason}" if settings.group_by != "none" else r.reason
+               for r in sweep[sweep["chosen"]].itertuples()]
     return StageResult(
         "density", population_rows, population_rows,
         details={"groups": quality.to_dict("records"), "features": features,
+                 "clusters": stability.drop(columns=[c for c in stability if c[:1] == "c" and c[1:].isdigit()]
+                                            ).to_dict("records"),
+                 "sweep": sweep.to_dict("records"), "reasons": reasons,
                  "model_files": manifest["files"], "sample_rows": sampled_rows, "seconds": seconds},
-        message=_summary(quality, sampled_rows))
+        message="\n".join([_summary(quality, sampled_rows), *(f"  settings: {r}" for r in reasons)]))
+
+
+def _write_small(spark: SparkSession, rows: pd.DataFrame, schema: str, table: str, run_id: str) -> None:
+    """Write a driver-side table (a few rows per group) for ``run_id`` in the columns of ``schema``."""
+    columns = [c.split()[0] for c in schema.split(", ")]
+    plain = [tuple(None if v is None or (isinstance(v, float) and math.isnan(v)) else
+                   (v.item() if hasattr(v, "item") else v) for v in row)
+             for row in rows.assign(run_id=run_id)[columns].itertuples(index=False)]
+    write_run(spark.createDataFrame(plain, schema), table, run_id)
 
 
 def _sweep_checksum(spark: SparkSession, tables: Tables, run_id: str) -> str | None:
@@ -661,21 +416,28 @@ def label_population(assigned: DataFrame, labelled: DataFrame, run_id: str) -> D
         F.col("_cluster").isNotNull().alias("in_sample"), "x", "y")
 
 
-def _quality(labelled: DataFrame, surrogates: pd.DataFrame, counts: dict[int, int],
-             stability: dict[int, tuple[float, float]]) -> pd.DataFrame:
-    """One row per group; ``fit_seconds`` is the slower of the group's main fit and stability refit
-    (they run side by side), ``stability_ari`` NaN where it was not measured."""
+def _quality(labelled: DataFrame, surrogates: pd.DataFrame, counts: dict[int, int], sweep: pd.DataFrame,
+             stability: pd.DataFrame) -> pd.DataFrame:
+    """One row per group: its final clusters and noise, the chosen setting and its stability figures,
+    ``fit_seconds`` (the chosen setting's clustering tasks: the slowest chunk of its refits and the
+    final labelling) and the surrogate's fidelity."""
     per_group = labelled.groupBy("group").agg(
         F.count("*").alias("sample_rows"),
         F.countDistinct(F.when(F.col("cluster") != NOISE, F.col("cluster"))).alias("clusters"),
         F.avg((F.col("cluster") == NOISE).cast("double")).alias("noise_share"),
-        F.max("fit_seconds").alias("fit_seconds")).toPandas()
-    refit = per_group["group"].map(lambda g: stability.get(int(g), (np.nan, np.nan)))
-    per_group.insert(4, "stability_ari", refit.map(lambda r: r[0]).astype("float64"))
-    per_group["fit_seconds"] = np.fmax(per_group["fit_seconds"], refit.map(lambda r: r[1]).astype("float64"))
-    quality = per_group.merge(surrogates[["group", "fidelity", "fidelity_clustered"]], on="group")
+        F.max("seconds").alias("label_seconds")).toPandas()
+    chosen = sweep[sweep["chosen"]][["group", "n_neighbors", "min_cluster_size", "stability_ari", "seconds",
+                                     "mean_jaccard", "min_jaccard"]]
+    raw = stability.groupby("group").agg(
+        hdbscan_clusters=("hdbscan_cluster", "size"),
+        unstable_clusters=("stable", lambda s: int(sum(v is False for v in s)))).reset_index()
+    quality = (per_group.merge(chosen, on="group").merge(raw, on="group", how="left")
+               .merge(surrogates[["group", "fidelity", "fidelity_clustered"]], on="group"))
+    quality[["hdbscan_clusters", "unstable_clusters"]] = (
+        quality[["hdbscan_clusters", "unstable_clusters"]].fillna(0).astype("int64"))
+    quality["fit_seconds"] = quality["seconds"] + quality["label_seconds"]
     quality.insert(1, "population", quality["group"].map(counts).astype("int64"))
-    return quality.sort_values("group").reset_index(drop=True)
+    return quality.drop(columns=["seconds", "label_seconds"]).sort_values("group").reset_index(drop=True)
 
 
 def _model_files(surrogates: pd.DataFrame, group_by: str):
@@ -695,11 +457,13 @@ def _model_files(surrogates: pd.DataFrame, group_by: str):
 def _summary(quality: pd.DataFrame, sampled_rows: int) -> str:
     weights = quality["sample_rows"] / quality["sample_rows"].sum()
     noise = float((quality["noise_share"] * weights).sum())
-    worst = quality["stability_ari"].min()
-    stability = "not measured" if np.isnan(worst) else f"{worst:.2f} (worst group)"
+    worst, jaccard = quality["stability_ari"].min(), quality["min_jaccard"].min()
+    stability = ("not measured" if np.isnan(worst) else
+                 f"ARI {worst:.2f}, lowest cluster Jaccard {jaccard:.2f} (worst group)")
     return (f"{len(quality)} group(s), {int(quality['clusters'].sum())} clusters on a "
-            f"{sampled_rows:,}-row sample, noise {noise:.1%}, stability ARI {stability}, "
-            f"surrogate fidelity {quality['fidelity'].min():.3f} (worst group)")
+            f"{sampled_rows:,}-row sample ({int(quality['unstable_clusters'].sum())} of "
+            f"{int(quality['hdbscan_clusters'].sum())} HDBSCAN clusters unstable), noise {noise:.1%}, "
+            f"stability {stability}, surrogate fidelity {quality['fidelity'].min():.3f} (worst group)")
 
 
 def worker_numba_cache(spark: SparkSession) -> str | None:

@@ -19,16 +19,18 @@ FEATURES_FROM_TABLE = Stage("features", "seglake.segmentation.features:build_ent
 SWEEP = Stage("sweep", "seglake.segmentation.sweep:sweep", reads=("silver/entities",),
               writes=("gold/sweep", "gold/runs", *RUN_MODEL))
 DENSITY = Stage("density", "seglake.segmentation.density:density", reads=("silver/entities",),
-                writes=("gold/clusters", "gold/cluster_quality", "models/manifest-density.json"),
+                writes=("gold/clusters", "gold/cluster_quality", "gold/cluster_stability",
+                        "gold/density_sweep", "models/manifest-density.json"),
                 optional=RUN_MODEL)  # density.group_by: segment clusters within the sweep's segments
 SEGMENT = Stage("segment", "seglake.segmentation.segment:segment", reads=RUN_MODEL,
-                writes=("gold/segments", "gold/profiles", "gold/runs"),
+                writes=("gold/segments", "gold/profiles", "gold/runs", "gold/segment_stability"),
                 optional=("gold/clusters", "models/manifest-density.json"))
 EXPLAIN = Stage("explain", "seglake.segmentation.explain:explain",
                 reads=("silver/entities", "gold/clusters|gold/segments"),
                 writes=("gold/explanations", "gold/descriptions", "models/manifest-explain.json"))
 REPORT = Stage("report", "seglake.report:build_report", reads=("gold/sweep",),
                optional=("gold/segments", "gold/profiles", "gold/clusters", "gold/cluster_quality",
+                         "gold/cluster_stability", "gold/density_sweep", "gold/segment_stability",
                          "gold/explanations", "gold/descriptions", "bronze/ingest_log",
                          "bronze/quarantine"))
 

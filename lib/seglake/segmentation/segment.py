@@ -15,11 +15,14 @@ the run's density clusters when the density stage ran on that very sweep, and wr
   segment, size, share, feature, mean, median, p10, p90`` — the seed's centers table with its
   "Number of people", in original units (before log1p and scaling). Quantiles are
   ``percentile_approx`` with accuracy 100,000 (rank error at most 0.001% of the segment); nulls are
-  left out of a feature's statistics (they describe observed values, not imputed ones).
+  left out of a feature's statistics (they describe observed values, not imputed ones);
+- ``gold/segment_stability`` (``run_id, segment, sample_rows, jaccard, refits, stable``): each
+  segment's cluster-wise stability over scikit-learn KMeans refits (:func:`segment_stability`).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -41,15 +44,19 @@ from seglake.core.artifacts import (
     path_exists,
     read_manifest,
 )
-from seglake.core.config import FilterConfig, SeglakeConfig
+from seglake.core.config import FilterConfig, SeglakeConfig, SweepConfig
 from seglake.core.errors import SeglakeError, first_line
 from seglake.core.stages import StageResult
 from seglake.core.tables import Tables, read_run, read_version, record_run, write_run
 from seglake.segmentation.prepare import ENTITY_ID, FEATURES, filter_condition
+from seglake.segmentation.stability import chunks_for, kmeans_refit_task
 from seglake.segmentation.sweep import PREDICTION, cluster_centers, stable_layout
+from seglake.segmentation.tasks import apply_per_key
 
 QUANTILE_ACCURACY = 100_000
 PROFILE_COLUMNS = ["run_id", "segment", "size", "share", "feature", "mean", "median", "p10", "p90"]
+REFIT_SCHEMA = "chunk int, segment int, sample_rows long, jaccard_sum double, refits long"
+STABILITY_SCHEMA = "run_id string, segment int, sample_rows long, jaccard double, refits long, stable boolean"
 
 
 def assigned_distance(x: Column, prediction: Column, centers: list[list[float]]) -> Column:
@@ -271,6 +278,41 @@ def segment_rows(labelled: DataFrame, clusters: DataFrame | None, run_id: str) -
         F.lit(True).alias("in_training_filter"))
 
 
+def segment_stability(kept: DataFrame, swept: SweptModel, settings: SweepConfig, kept_rows: int,
+                      min_stability: float) -> pd.DataFrame | None:
+    """Each segment's cluster-wise stability: ``segment, sample_rows, jaccard, refits, stable``.
+
+    A hash sample of about ``sweep.stability_sample`` kept entities, in the saved transform's space
+    and labelled by the saved model, goes to ``2 × cores`` pandas UDF tasks that together run
+    ``sweep.stability_resamples`` scikit-learn KMeans refits with the same k, each on a random
+    ``stability_fraction`` subset (:func:`~seglake.segmentation.stability.kmeans_refit_task`); a
+    segment's ``jaccard`` is the mean of its best Jaccard over the refits, ``stable`` whether it
+    reaches ``density.min_stability``. None when ``stability_resamples`` is 0.
+    """
+    if settings.stability_resamples == 0 or kept_rows == 0:
+        return None
+    spark = kept.sparkSession
+    share = min(1.0, settings.stability_sample / kept_rows)
+    key = F.pmod(F.xxhash64(F.lit(settings.seed), F.col(ENTITY_ID)), F.lit(1 << 40)) / float(1 << 40)
+    prepared = swept.transform.transform(kept.where(key < share))
+    labelled = swept.clustering.transform(prepared).select(
+        F.col(ENTITY_ID).cast("string").alias("entity_id"), vector_to_array(F.col(FEATURES)).alias("x"),
+        F.col(PREDICTION).cast("int").alias("segment"))
+    chunks = chunks_for(1, settings.stability_resamples, spark.sparkContext.defaultParallelism)
+    plan = spark.range(chunks).select(F.col("id").cast("int").alias("chunk"))
+    body = functools.partial(kmeans_refit_task, k=swept.k, seed=settings.seed,
+                             fraction=settings.stability_fraction, resamples=settings.stability_resamples,
+                             chunks=chunks)
+    refits = apply_per_key(labelled.crossJoin(F.broadcast(plan)), ["chunk"],
+                           {(c,): 1.0 for c in range(chunks)}, body, REFIT_SCHEMA).toPandas()
+    per_segment = refits.groupby("segment", as_index=False).agg(
+        sample_rows=("sample_rows", "first"), jaccard_sum=("jaccard_sum", "sum"), refits=("refits", "sum"))
+    per_segment["jaccard"] = np.where(per_segment["refits"] > 0,
+                                      per_segment["jaccard_sum"] / per_segment["refits"].clip(lower=1), np.nan)
+    per_segment["stable"] = [None if np.isnan(j) else bool(j >= min_stability) for j in per_segment["jaccard"]]
+    return per_segment.drop(columns="jaccard_sum").sort_values("segment").reset_index(drop=True)
+
+
 def density_clusters(spark: SparkSession, tables: Tables, swept: SweptModel) -> DataFrame | None:
     """The run's ``gold/clusters`` rows when its density stage ran on this very sweep, else None.
 
@@ -306,10 +348,15 @@ def segment(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
     tables = Tables.of(config)
     swept = load_swept(spark, tables, run_id)
     k, algorithm, features = swept.k, swept.algorithm, swept.features
-    labelled = label_segments(kept_entities(spark, tables, swept), swept)
-    labelled = labelled.persist(StorageLevel.MEMORY_AND_DISK)
+    kept = kept_entities(spark, tables, swept)
+    labelled = label_segments(kept, swept).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         kept_rows = labelled.count()
+        stability = segment_stability(kept, swept, config.sweep, kept_rows, config.density.min_stability)
+        if stability is not None:
+            rows = [(run_id, int(r.segment), int(r.sample_rows), None if np.isnan(r.jaccard) else float(r.jaccard),
+                     int(r.refits), r.stable) for r in stability.itertuples()]
+            write_run(spark.createDataFrame(rows, STABILITY_SCHEMA), tables.gold("segment_stability"), run_id)
         clusters = density_clusters(spark, tables, swept)
         write_run(segment_rows(labelled.drop(*features), clusters, run_id), tables.gold("segments"),
                   run_id, partition_by=("run_id", "segment"))
@@ -327,6 +374,11 @@ def segment(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
     message = (f"{kept_rows:,} entities in {k} segments ({algorithm}, wssse {wssse:.6g}); {joined}\n"
                + profile_lines(profile_rows, features))
     details = {"k": k, "algorithm": algorithm, "wssse": float(wssse), "profiles": profile_rows,
-               "clusters": clusters is not None}
+               "clusters": clusters is not None,
+               "stability": None if stability is None else stability.to_dict("records")}
+    if stability is not None:
+        jaccards = ", ".join(f"{int(r.segment)}: {r.jaccard:.2f}" for r in stability.itertuples())
+        message += (f"\n  segment stability (mean Jaccard over {config.sweep.stability_resamples} KMeans "
+                    f"refits of {int(stability['sample_rows'].sum()):,} entities): {jaccards}")
     return StageResult("segment", swept.details["entities"], kept_rows, time.monotonic() - started,
                        details, message)

@@ -142,6 +142,10 @@ class SweepConfig(KRange):
     fit_sample: int | None = Field(250_000, ge=1_000)
     min_share: float = Field(0.005, ge=0.0, lt=0.5)
     concurrent_fits: int = Field(4, ge=1, le=64)
+    # the chosen k's segments' stability (gold/segment_stability): scikit-learn KMeans refits
+    stability_resamples: int = Field(20, ge=0, le=500)
+    stability_sample: int = Field(20_000, ge=100)
+    stability_fraction: float = Field(0.5, gt=0.0, lt=1.0)
 
 
 class UmapConfig(Strict):
@@ -150,9 +154,11 @@ class UmapConfig(Strict):
     The defaults follow umap-learn's advice for clustering: more neighbours than the default 15
     (broader structure, fewer spurious splits), ``min_dist`` 0 (points packed densely, which is what
     HDBSCAN looks for) and a few more dimensions than 2 (less tearing of clusters).
+    ``n_neighbors`` None (the default): chosen with ``hdbscan.min_cluster_size`` by the density rule
+    from ``density.grid_neighbors``.
     """
 
-    n_neighbors: int = Field(30, ge=2)
+    n_neighbors: int | None = Field(None, ge=2)
     min_dist: float = Field(0.0, ge=0.0)
     n_components: int = Field(5, ge=2)
     metric: Literal["euclidean", "manhattan", "cosine", "correlation"] = "euclidean"
@@ -161,15 +167,33 @@ class UmapConfig(Strict):
 
 
 class HdbscanConfig(Strict):
-    """HDBSCAN settings; ``min_samples`` defaults to ``min_cluster_size``."""
+    """HDBSCAN settings; ``min_samples`` defaults to ``min_cluster_size``; ``min_cluster_size`` None
+    (the default) is chosen by the density rule from ``density.grid_cluster_shares``."""
 
-    min_cluster_size: int = Field(50, ge=2)
+    min_cluster_size: int | None = Field(None, ge=2)
     min_samples: int | None = Field(None, ge=1)
     cluster_selection_method: Literal["eom", "leaf"] = "eom"
 
 
 class DensityConfig(Strict):
-    """UMAP + HDBSCAN on a bounded sample, then a surrogate classifier for everyone."""
+    """UMAP + HDBSCAN on a bounded sample, then a surrogate classifier for everyone.
+
+    Stability (:mod:`seglake.segmentation.stability`): ``stability_resamples`` HDBSCAN refits on
+    random ``stability_fraction`` subsets of the embedding plus one UMAP + HDBSCAN refit; clusters
+    whose mean Jaccard is under ``min_stability`` are ``unstable`` (merged or made noise). Settings
+    not pinned are chosen from the grid by the highest mean stability among those whose stable
+    clusters cover ``min_coverage`` of the sample and number at most ``max_clusters``.
+
+    Examples
+    --------
+    >>> try:
+    ...     DensityConfig(stability_fraction=0)
+    ... except ValueError as err:
+    ...     print(err.errors()[0]["msg"])
+    Value error, density.stability_fraction 0 turns stability off, and the automatic density settings are chosen by stability: pin density.umap.n_neighbors and density.hdbscan.min_cluster_size
+    >>> DensityConfig(stability_fraction=0, umap={"n_neighbors": 30}, hdbscan={"min_cluster_size": 50}).unstable
+    'merge'
+    """
 
     sample_size: int = Field(50_000, ge=100)
     group_by: Literal["none", "segment"] = "none"
@@ -177,9 +201,40 @@ class DensityConfig(Strict):
     umap: UmapConfig = Field(default_factory=UmapConfig)
     hdbscan: HdbscanConfig = Field(default_factory=HdbscanConfig)
     stability_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    stability_resamples: int = Field(20, ge=0, le=500)
+    min_stability: float = Field(0.6, ge=0.0, le=1.0)
+    unstable: Literal["merge", "noise"] = "merge"
+    max_clusters: int = Field(20, ge=2, le=999)
+    min_coverage: float = Field(0.5, ge=0.0, le=1.0)
+    grid_neighbors: list[int] = Field(default_factory=lambda: [15, 30], min_length=1)
+    grid_cluster_shares: list[float] = Field(default_factory=lambda: [0.005, 0.01, 0.02, 0.04],
+                                             min_length=1)
     surrogate_trees: int = Field(100, ge=1)
     surrogate_max_depth: int = Field(6, ge=1, le=16)
     surrogate_holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9)
+
+    @field_validator("grid_neighbors")
+    @classmethod
+    def _neighbors(cls, values: list[int]) -> list[int]:
+        if min(values) < 2:
+            raise ValueError("density.grid_neighbors: every n_neighbors is at least 2")
+        return values
+
+    @field_validator("grid_cluster_shares")
+    @classmethod
+    def _shares(cls, values: list[float]) -> list[float]:
+        if not all(0.0 < share < 1.0 for share in values):
+            raise ValueError("density.grid_cluster_shares: every share of the sample is between 0 and 1")
+        return values
+
+    @model_validator(mode="after")
+    def _stability_for_the_rule(self) -> "DensityConfig":
+        automatic = self.umap.n_neighbors is None or self.hdbscan.min_cluster_size is None
+        if automatic and self.stability_fraction == 0:
+            raise ValueError("density.stability_fraction 0 turns stability off, and the automatic density "
+                             "settings are chosen by stability: pin density.umap.n_neighbors and "
+                             "density.hdbscan.min_cluster_size")
+        return self
 
 
 SegmentName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]

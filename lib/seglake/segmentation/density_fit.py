@@ -1,0 +1,387 @@
+"""The density stage's pandas UDF bodies (UMAP, HDBSCAN, stability refits) and their one-process run.
+
+:func:`seglake.segmentation.density.density` runs three kinds of Spark task, each a body here:
+
+1. :func:`embed_task`, per (group, ``n_neighbors``, task): task 0 (``MAIN``) embeds the group's
+   whole sample with UMAP (``density.umap``, ``random_state`` seed) and lays out the 2-D map; task 1
+   (``REFIT``) embeds a random ``stability_fraction`` subset again with seed + 1 (the UMAP refit).
+2. :func:`resample_task`, per (group, ``n_neighbors``, ``min_cluster_size``, chunk): HDBSCAN on the
+   main embedding gives the setting's clusters; then the refits of the chunk, each HDBSCAN on a
+   random ``stability_fraction`` subset of the main embedding (``min_cluster_size`` and
+   ``min_samples`` scaled by the fraction), and in chunk 0 also HDBSCAN on the UMAP refit's
+   embedding. Every refit adds, for each cluster, its best Jaccard
+   (:func:`seglake.segmentation.stability.cluster_jaccard`); the cluster's stability is the mean
+   over the ``stability_resamples`` + 1 refits. The UMAP refit also gives the setting's adjusted
+   Rand index (``stability_ari``, noise a label).
+3. :func:`label_task`, per group: HDBSCAN with the chosen setting again (the same labels: same
+   embedding, deterministic) and each row's final cluster once unstable clusters are merged.
+
+:func:`decide` turns the resample tasks' small table into the settings' figures, the chosen setting
+of each group and what becomes of each of its clusters; :func:`cluster_group` runs all of it for
+one group in one process, with the same results as the stage (the function a per-cluster re-embed
+can call on a cluster's rows).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import defaultdict
+
+import numpy as np
+import pandas as pd
+
+from seglake.segmentation.stability import (NOISE, choose_setting, cluster_jaccard, grid_settings,
+                                            refits_of_chunk, settle, subsample_rows)
+
+GROUP_STRIDE = 1000
+MAIN, REFIT = 0, 1
+
+
+def embedding_columns(dims: int, prefix: str = "e") -> list[str]:
+    """``e0 .. e{dims-1}``: the embedding's columns (``c`` for centroids)."""
+    return [f"{prefix}{i}" for i in range(dims)]
+
+
+def embed_schema(dims: int) -> str:
+    """What :func:`embed_task` returns."""
+    return ("entity_id string, group int, n_neighbors int, task int, "
+            + "".join(f"{c} double, " for c in embedding_columns(dims)) + "x double, y double, seconds double")
+
+
+def resample_schema(dims: int) -> str:
+    """What :func:`resample_task` returns: one row per cluster of a setting (and one for its noise)."""
+    return ("group int, n_neighbors int, min_cluster_size int, chunk int, cluster int, size long, "
+            "jaccard_sum double, refits long, stability_ari double, seconds double"
+            + "".join(f", {c} double" for c in embedding_columns(dims, "c")))
+
+
+LABEL_SCHEMA = ("entity_id string, group int, cluster int, hdbscan_cluster int, cluster_probability double, "
+                "x double, y double, seconds double")
+
+
+# ---------------------------------------------------------------- the models
+
+
+def clustering_space(values: np.ndarray) -> np.ndarray:
+    """sign(x)·log1p(|x|), nulls to the column median, then standard scaling (constant columns → 0).
+
+    The signed log1p tames heavy tails (followers span six orders of magnitude) and accepts
+    negative values, where plain log1p would not.
+
+    Examples
+    --------
+    >>> values = np.array([[0.0], [np.nan], [np.e - 1]])  # log1p: 0, the median 0.5, 1
+    >>> clustering_space(values).round(3).ravel().tolist()
+    [-1.225, 0.0, 1.225]
+    >>> clustering_space(np.full((3, 1), 0.7)).ravel().tolist()  # constant, its spread float noise
+    [0.0, 0.0, 0.0]
+    """
+    logged = np.sign(values) * np.log1p(np.abs(values))
+    medians = np.nanmedian(np.where(np.isnan(logged).all(axis=0), 0.0, logged), axis=0)
+    filled = np.where(np.isnan(logged), medians, logged)
+    centred = filled - filled.mean(axis=0)
+    spread = filled.std(axis=0)
+    # a constant column's mean has rounding error, so its spread is ~1e-17, not 0: dividing by it
+    # would turn the constant into ±1; relative to the column's size such a spread is zero
+    constant = spread <= 1e-12 * np.maximum(np.abs(filled).max(axis=0, initial=0.0), 1.0)
+    return np.where(constant, 0.0, centred / np.where(constant, 1.0, spread))
+
+
+def _umap(space: np.ndarray, umap: dict, n_neighbors: int, seed: int, n_components: int, min_dist: float,
+          knn=(None, None, None)) -> tuple[np.ndarray, object]:
+    from umap import UMAP
+
+    reducer = UMAP(n_neighbors=min(n_neighbors, len(space) - 1), n_components=n_components,
+                   min_dist=min_dist, metric=umap["metric"], n_epochs=umap.get("n_epochs"),
+                   random_state=seed, precomputed_knn=knn)
+    with warnings.catch_warnings():  # "n_jobs overridden by random_state": single-threaded is intended
+        warnings.simplefilter("ignore")
+        return reducer.fit_transform(space), reducer
+
+
+def hdbscan_fit(embedding: np.ndarray, hdbscan: dict, min_cluster_size: int,
+                scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """HDBSCAN labels (−1 noise) and membership strengths; on a subset, ``scale`` (its share of the
+    rows) scales ``min_cluster_size`` and ``min_samples`` so that the refit looks for the same
+    clusters."""
+    from hdbscan import HDBSCAN
+
+    min_samples = hdbscan.get("min_samples")
+    # one thread: Spark already runs one task per core. The exact minimum spanning tree: hdbscan's
+    # default approximate Boruvka tree merged the 26 clusters of the TikTok profiles into 2.
+    model = HDBSCAN(min_cluster_size=max(2, int(round(min_cluster_size * scale))),
+                    min_samples=None if min_samples is None else max(1, int(round(min_samples * scale))),
+                    cluster_selection_method=hdbscan.get("cluster_selection_method", "eom"),
+                    core_dist_n_jobs=1, approx_min_span_tree=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(embedding)
+    return model.labels_.astype(np.int32), model.probabilities_.astype(np.float64)
+
+
+def clusterable(n: int, dims: int, min_cluster_size: int = 2) -> bool:
+    """Whether ``n`` rows are enough for UMAP + HDBSCAN (else all noise)."""
+    return n >= max(min_cluster_size, dims + 2, 10)
+
+
+# ---------------------------------------------------------------- the task bodies
+
+
+def embed_task(rows: pd.DataFrame, features: list[str], umap: dict, seed: int,
+               stability_fraction: float) -> pd.DataFrame:
+    """One group's main embedding and 2-D map (``task`` 0) or its UMAP refit (1) at one ``n_neighbors``.
+
+    ``rows``: the group's whole sample (``entity_id``, ``group``, the raw ``features``) with
+    constant ``n_neighbors`` and ``task``; both tasks fit the clustering space on all of it. Task 1
+    returns only its subset's rows. Too few rows: task 0 returns NaN coordinates, task 1 nothing.
+    """
+    started = pd.Timestamp.now()
+    sample = rows.sort_values("entity_id", kind="stable").reset_index(drop=True)
+    neighbors, task, dims = int(sample["n_neighbors"].iloc[0]), int(sample["task"].iloc[0]), umap["n_components"]
+    n = len(sample)
+    embedding, xy, kept = np.full((n, dims), np.nan), np.full((n, 2), np.nan), np.arange(n)
+    if clusterable(n, dims):
+        space = clustering_space(sample[features].to_numpy(dtype=np.float64))
+        if task == MAIN:
+            embedding, reducer = _umap(space, umap, neighbors, seed, dims, umap["min_dist"])
+            if dims == 2:
+                xy = embedding
+            else:  # reuse the neighbour graph: the map then costs only its layout
+                knn = ((None, None, None) if getattr(reducer, "_small_data", True) else
+                       (reducer._knn_indices, reducer._knn_dists, reducer._knn_search_index))
+                xy, _ = _umap(space, umap, neighbors, seed, 2, umap["map_min_dist"], knn)
+        else:
+            kept = subsample_rows(n, stability_fraction, seed, resample=0)
+            embedding = (_umap(space[kept], umap, neighbors, seed + 1, dims, umap["min_dist"])[0]
+                         if clusterable(len(kept), dims) else embedding[:0])
+            kept = kept[:len(embedding)]
+    elif task == REFIT:
+        kept = kept[:0]
+        embedding = embedding[:0]
+    out = sample.loc[kept, ["entity_id", "group"]].reset_index(drop=True)
+    out["n_neighbors"], out["task"] = neighbors, task
+    for i, column in enumerate(embedding_columns(dims)):
+        out[column] = embedding[:, i]
+    out["x"], out["y"] = (xy[kept, 0], xy[kept, 1]) if task == MAIN else (np.nan, np.nan)
+    out["seconds"] = (pd.Timestamp.now() - started).total_seconds()
+    return out
+
+
+def resample_task(rows: pd.DataFrame, hdbscan: dict, seed: int, stability_fraction: float,
+                  resamples: int, chunks: int) -> pd.DataFrame:
+    """One setting's clusters and the Jaccard sums of one chunk of its refits (``resample_schema``).
+
+    ``rows``: the main embedding (``task`` 0) and the UMAP refit's rows (``task`` 1) of a group at
+    one ``n_neighbors``, with constant ``min_cluster_size`` and ``chunk``. One output row per
+    cluster of the main fit (its size, centroid, the sum of its best Jaccards and how many refits
+    saw it) and one for the noise (``cluster`` −1, its size, NaN centroid).
+    """
+    started = pd.Timestamp.now()
+    first = rows.iloc[0]
+    group, neighbors = int(first["group"]), int(first["n_neighbors"])
+    size, chunk = int(first["min_cluster_size"]), int(first["chunk"])
+    dims = embedding_columns(sum(1 for c in rows.columns if c[:1] == "e" and c[1:].isdigit()))
+    main = rows[rows["task"] == MAIN].sort_values("entity_id", kind="stable")
+    embedding = main[dims].to_numpy(dtype=np.float64)
+    n = len(main)
+    labels = np.full(n, NOISE, dtype=np.int32)
+    if clusterable(n, len(dims), size) and not np.isnan(embedding).any():
+        labels, _ = hdbscan_fit(embedding, hdbscan, size)
+    sums, seen, ari = defaultdict(float), defaultdict(int), np.nan
+
+    def add(subset: np.ndarray, again: np.ndarray) -> None:
+        for cluster, jaccard in cluster_jaccard(labels, subset, again).items():
+            sums[cluster] += jaccard
+            seen[cluster] += 1
+
+    if labels.max() > NOISE and stability_fraction > 0:
+        for resample in refits_of_chunk(chunk, chunks, resamples):
+            subset = subsample_rows(n, stability_fraction, seed, resample)
+            if clusterable(len(subset), len(dims)):
+                add(subset, hdbscan_fit(embedding[subset], hdbscan, size, len(subset) / n)[0])
+        refit = rows[rows["task"] == REFIT].sort_values("entity_id", kind="stable")
+        if chunk == 0 and len(refit):
+            from sklearn.metrics import adjusted_rand_score
+
+            subset = np.searchsorted(main["entity_id"].to_numpy(), refit["entity_id"].to_numpy())
+            again, _ = hdbscan_fit(refit[dims].to_numpy(dtype=np.float64), hdbscan, size, len(subset) / n)
+            add(subset, again)
+            ari = float(adjusted_rand_score(labels[subset], again))
+    clusters = [c for c in np.unique(labels) if c != NOISE]
+    out = pd.DataFrame({
+        "group": group, "n_neighbors": neighbors, "min_cluster_size": size, "chunk": chunk,
+        "cluster": [*clusters, NOISE], "size": [*(int((labels == c).sum()) for c in clusters),
+                                                 int((labels == NOISE).sum())],
+        "jaccard_sum": [*(sums[c] for c in clusters), 0.0], "refits": [*(seen[c] for c in clusters), 0],
+        "stability_ari": ari})
+    for i, column in enumerate(embedding_columns(len(dims), "c")):
+        out[column] = [*(embedding[labels == c, i].mean() for c in clusters), np.nan]
+    out["seconds"] = (pd.Timestamp.now() - started).total_seconds()
+    return out
+
+
+def label_task(rows: pd.DataFrame, hdbscan: dict, chosen: dict[int, int], merged: dict[int, dict[int, int]],
+               offset_by_group: bool) -> pd.DataFrame:
+    """One group's final labels (``LABEL_SCHEMA``): HDBSCAN at the chosen ``min_cluster_size``
+    (``chosen``: group → size) on its main embedding, then ``merged`` (group → {HDBSCAN cluster →
+    final cluster}; absent clusters stay). ``hdbscan_cluster`` keeps HDBSCAN's own label.
+    With ``offset_by_group`` both ids are ``group * 1000 + c`` (noise stays −1)."""
+    started = pd.Timestamp.now()
+    main = rows.sort_values("entity_id", kind="stable").reset_index(drop=True)
+    group = int(main["group"].iloc[0])
+    dims = [c for c in main.columns if c[:1] == "e" and c[1:].isdigit()]
+    embedding = main[dims].to_numpy(dtype=np.float64)
+    labels, strength = np.full(len(main), NOISE, dtype=np.int32), np.zeros(len(main))
+    if clusterable(len(main), len(dims), chosen[group]) and not np.isnan(embedding).any():
+        labels, strength = hdbscan_fit(embedding, hdbscan, chosen[group])
+    if labels.max() >= GROUP_STRIDE:
+        raise ValueError(f"group {group}: {labels.max() + 1} clusters, more than ids allow; "
+                         f"raise density.hdbscan.min_cluster_size")
+    mapping = merged.get(group, {})
+    final = np.array([mapping.get(int(c), int(c)) for c in labels], dtype=np.int64)
+    out = main[["entity_id", "group"]].copy()
+    out["cluster"], out["hdbscan_cluster"] = offset(final, group, offset_by_group), offset(labels, group,
+                                                                                         offset_by_group)
+    out["cluster_probability"] = np.where(final == NOISE, 0.0, strength)
+    out["x"], out["y"] = main["x"].to_numpy(), main["y"].to_numpy()
+    out["seconds"] = (pd.Timestamp.now() - started).total_seconds()
+    return out
+
+
+def offset(labels: np.ndarray, group: int, by_group: bool) -> np.ndarray:
+    """``group * 1000 + c`` for clusters when ``by_group`` (noise stays −1).
+
+    Examples
+    --------
+    >>> offset(np.array([-1, 0, 3]), 2, True).tolist(), offset(np.array([-1, 0]), 2, False).tolist()
+    ([-1, 2000, 2003], [-1, 0])
+    """
+    labels = np.asarray(labels)
+    return np.where(labels == NOISE, NOISE, group * GROUP_STRIDE + labels) if by_group else labels
+
+
+# ---------------------------------------------------------------- the choice (small tables)
+
+
+def decide(resampled: pd.DataFrame, density: dict, offset_by_group: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The settings' figures (``gold/density_sweep`` rows) and the chosen settings' clusters
+    (``gold/cluster_stability`` rows), from :func:`resample_task`'s rows of every group.
+
+    Parameters
+    ----------
+    resampled : DataFrame
+        ``resample_schema`` rows of every chunk of every setting.
+    density : dict
+        ``density`` settings (``min_stability``, ``unstable``, ``min_coverage``, ``max_clusters``,
+        ``umap``, ``hdbscan``).
+    offset_by_group : bool
+
+    Returns
+    -------
+    (sweep, clusters)
+        ``sweep``: per group and setting ``n_neighbors, min_cluster_size, sample_rows, clusters,
+        stable_clusters, noise_share, coverage, mean_jaccard, min_jaccard, stability_ari, seconds,
+        chosen, reason`` (``reason`` the rule's line, on the chosen row). ``clusters``: per cluster of
+        a chosen setting ``group, hdbscan_cluster, size, jaccard, refits, stable, merged_into`` (the
+        final cluster, −1 noise) and the centroid.
+    """
+    centroid = [c for c in resampled.columns if c[:1] == "c" and c[1:].isdigit()]
+    keys = ["group", "n_neighbors", "min_cluster_size"]
+    per_cluster = resampled.groupby([*keys, "cluster"], as_index=False).agg(
+        size=("size", "first"), jaccard_sum=("jaccard_sum", "sum"), refits=("refits", "sum"),
+        stability_ari=("stability_ari", "max"), seconds=("seconds", "sum"),
+        **{c: (c, "first") for c in centroid})
+    per_cluster["jaccard"] = np.where(per_cluster["refits"] > 0,
+                                      per_cluster["jaccard_sum"] / per_cluster["refits"].clip(lower=1), np.nan)
+    settings, settled = [], {}
+    for key, part in per_cluster.groupby(keys, sort=True):
+        found = settle(part[part["cluster"] != NOISE].reset_index(drop=True), density["min_stability"],
+                       density["unstable"])
+        rows = int(part["size"].sum())
+        stable = found["stable"].map(lambda s: s is not False)
+        settings.append({
+            **dict(zip(keys, key)), "sample_rows": rows, "clusters": len(found),
+            "stable_clusters": int(stable.sum()),
+            "noise_share": float(part.loc[part["cluster"] == NOISE, "size"].sum() / max(rows, 1)),
+            "coverage": float(found.loc[stable, "size"].sum() / max(rows, 1)),
+            "mean_jaccard": float(found["jaccard"].mean()) if found["jaccard"].notna().any() else np.nan,
+            "min_jaccard": float(found["jaccard"].min()) if found["jaccard"].notna().any() else np.nan,
+            "stability_ari": float(part["stability_ari"].max()), "seconds": float(part["seconds"].max())})
+        settled[tuple(int(k) for k in key)] = found.assign(**dict(zip(keys, key)))
+    sweep = pd.DataFrame(settings)
+    sweep["chosen"], sweep["reason"] = False, None
+    chosen_clusters = []
+    for group, part in sweep.groupby("group", sort=True):
+        if len(part) == 1:
+            row, reason = 0, (f"n_neighbors {int(part['n_neighbors'].iloc[0])}, min_cluster_size "
+                              f"{int(part['min_cluster_size'].iloc[0])}: pinned in density.umap and density.hdbscan")
+        else:
+            row, reason = choose_setting(part.reset_index(drop=True), density["min_coverage"],
+                                         density["max_clusters"], density["min_stability"])
+        index = part.index[row]
+        sweep.loc[index, ["chosen", "reason"]] = [True, reason]
+        chosen_clusters.append(settled[tuple(int(k) for k in sweep.loc[index, keys])])
+    clusters = pd.concat(chosen_clusters, ignore_index=True).rename(columns={"cluster": "hdbscan_cluster"})
+    for column in ("hdbscan_cluster", "merged_into"):
+        clusters[column] = [int(offset(np.array([c]), int(g), offset_by_group)[0])
+                            for c, g in zip(clusters[column], clusters["group"])]
+    columns = ["group", "n_neighbors", "min_cluster_size", "hdbscan_cluster", "size", "jaccard", "refits",
+               "stable", "merged_into", *centroid]
+    return sweep, clusters[columns].reset_index(drop=True)
+
+
+def merges(clusters: pd.DataFrame, offset_by_group: bool) -> dict[int, dict[int, int]]:
+    """group → {HDBSCAN cluster → final cluster}, ids without the group offset, for :func:`label_task`."""
+    strip = (lambda c: c if c == NOISE else c % GROUP_STRIDE) if offset_by_group else (lambda c: c)
+    mapping: dict[int, dict[int, int]] = defaultdict(dict)
+    for row in clusters.itertuples():
+        mapping[int(row.group)][strip(int(row.hdbscan_cluster))] = strip(int(row.merged_into))
+    return dict(mapping)
+
+
+# ---------------------------------------------------------------- one group in one process
+
+
+def cluster_group(sample: pd.DataFrame, features: list[str], density: dict, offset_by_group: bool = False,
+                  chunks: int = 1) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """UMAP + HDBSCAN + stability + the choice of setting for one group, in one process.
+
+    The stage runs the same bodies as Spark tasks (:mod:`seglake.segmentation.density`) and gets the
+    same labels, stabilities and choice (refits do not depend on how they are chunked).
+
+    Parameters
+    ----------
+    sample : DataFrame
+        ``entity_id``, ``group`` and the raw ``features`` of one group.
+    features : list of str
+    density : dict
+        ``DensityConfig.model_dump()``.
+    offset_by_group : bool
+        Make ids ``group * 1000 + c`` so clusters of different groups never share an id.
+    chunks : int
+        Tasks the refits of each setting are split into.
+
+    Returns
+    -------
+    (labels, clusters, sweep)
+        ``LABEL_SCHEMA`` rows; :func:`decide`'s clusters and sweep.
+    """
+    umap, hdbscan = density["umap"], density["hdbscan"]
+    fraction = density["stability_fraction"]
+    grid = grid_settings(len(sample), umap["n_neighbors"], hdbscan["min_cluster_size"],
+                         density["grid_neighbors"], density["grid_cluster_shares"])
+    tasks = [MAIN, REFIT] if fraction > 0 else [MAIN]
+    embedded = pd.concat([embed_task(sample.assign(n_neighbors=n, task=t), features, umap, density["seed"],
+                                     fraction) for n in dict.fromkeys(n for n, _ in grid) for t in tasks],
+                         ignore_index=True)
+    resampled = pd.concat([
+        resample_task(embedded[embedded["n_neighbors"] == n].assign(min_cluster_size=m, chunk=c), hdbscan,
+                      density["seed"], fraction, density["stability_resamples"], chunks)
+        for n, m in grid for c in range(chunks)], ignore_index=True)
+    sweep, clusters = decide(resampled, density, offset_by_group)
+    chosen = sweep[sweep["chosen"]].iloc[0]
+    main = embedded[(embedded["n_neighbors"] == chosen["n_neighbors"]) & (embedded["task"] == MAIN)]
+    group = int(sample["group"].iloc[0])
+    labels = label_task(main, hdbscan, {group: int(chosen["min_cluster_size"])},
+                        merges(clusters, offset_by_group), offset_by_group)
+    return labels, clusters, sweep
