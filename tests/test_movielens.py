@@ -323,7 +323,8 @@ def check_block_variance(blocks, entities, segments) -> pd.DataFrame:
     for block, x in raw.items():
         z = ((x - x.mean()) / x.std(ddof=0)).to_numpy()
         labels = people["segment"].to_numpy()
-        between[block] = sum((labels == s).sum() * (z[labels == s].mean(axis=0) ** 2).sum() for s in np.unique(labels))
+        between[block] = sum((labels == s).sum() * (z[labels == s].mean(axis=0) ** 2).sum()
+                             for s in np.unique(labels))
     got = blocks.set_index("block")
     assert sorted(got.index) == sorted(raw)
     for block, value in between.items():
@@ -383,7 +384,8 @@ def check_report(page, k, als, top, items, people, genres, metrics, separation):
     assert ("at least 95% one gender" in page) == bool((gender["share"] >= 0.95).any())
     # States: the segment x state heatmap holds the gold shares; the unmatched are counted in words.
     states = people[people["attribute"] == "state"]
-    heat = next(f for f in charts if title(f).startswith("Share of each segment's users by US state"))["data"][0]
+    heat = next(f for f in charts if title(f).startswith("Share of each segment's users by US state"))
+    heat = heat["data"][0]
     z = np.asarray(heat["z"], dtype=float)
     cells = {(y, x): z[i, j] for i, y in enumerate(heat["y"]) for j, x in enumerate(heat["x"])}
     for segment, value, share in zip(states["segment"], states["value"], states["share"]):

@@ -286,8 +286,9 @@ def states_html(people: pd.DataFrame) -> str:
     unmatched = users.reindex(columns=[v for v in UNMATCHED if v in users.columns]).astype(int)
     unmatched.index = [f"segment {s}" for s in unmatched.index]
     table = unmatched.reset_index(names="segment") if len(unmatched.columns) else pd.DataFrame()
-    return (f"<p class='states'>{html.escape(unmatched_line(states.to_dict('records')))}: counted in their own "
-            "columns, not dropped. States come from the zip code (the offline zipcodes package).</p>"
+    return (f"<p class='states'>States come from the zip code (the offline zipcodes package): "
+            f"{html.escape(unmatched_line(states.to_dict('records')))}, counted in their own columns, not "
+            "dropped.</p>"
             + (table_html(table) if len(table) else "") + figure_html(fig))
 
 

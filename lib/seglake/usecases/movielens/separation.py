@@ -150,7 +150,8 @@ def ratings_blocks(entities: DataFrame, segments: DataFrame) -> tuple[DataFrame,
     for attribute in ("gender", "occupation"):
         values = [r[0] for r in entities.select(f"_{attribute}").distinct().orderBy(f"_{attribute}").collect()]
         names = [column_name(attribute, v) for v in values]
-        columns += [F.when(F.col(f"_{attribute}") == v, 1.0).otherwise(0.0).alias(n) for v, n in zip(values, names)]
+        columns += [F.when(F.col(f"_{attribute}") == v, 1.0).otherwise(0.0).alias(n)
+                    for v, n in zip(values, names)]
         blocks[attribute] = names
     clustered = {"tastes"} if any(c in features for c in tastes) else set()
     clustered |= {"age"} if "age_scaled" in features else set()

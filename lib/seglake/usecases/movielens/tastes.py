@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -252,21 +253,22 @@ def tastes(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResu
     users_in = sum(r["users"] for r in people if r["attribute"] == "gender")
     message = (", ".join(f"{name} {len(r):,} rows" for name, r in rows.items()) + "\n"
                + _summary(rows["top_titles"], people, rows["genre_preference"]) + "\n"
-               + f"  {unmatched_line(people)}\n  {leading_block(separation)} By block: "
+               + f"  state: {unmatched_line(people)}\n  {leading_block(separation)} By block: "
                + ", ".join(f"{r['block']} {r['share']:.0%}" for r in rows["block_variance"]))
     return StageResult("tastes", users_in, sum(len(r) for r in rows.values()),
                        time.monotonic() - started, {n: len(r) for n, r in rows.items()}, message)
 
 
-def separation_table(spark: SparkSession, tables: Tables, segments: DataFrame, run_id: str):
-    """Write the run's ``gold/block_variance`` from ``silver/entities`` and return it (pandas, a
-    row per block; see :func:`~seglake.usecases.movielens.separation.block_variance`)."""
+def separation_table(spark: SparkSession, tables: Tables, segments: DataFrame, run_id: str) -> pd.DataFrame:
+    """Write the run's ``gold/block_variance`` from ``silver/entities`` and return it (a row per
+    block; see :func:`~seglake.usecases.movielens.separation.block_variance`)."""
     entities = read_delta(spark, tables.entities, "ratings")
     frame, blocks, clustered = ratings_blocks(entities, segments)
     table = block_variance(segment_moments(frame, [c for columns in blocks.values() for c in columns]),
                            blocks, clustered)
-    write_run(spark.createDataFrame(table.assign(run_id=run_id)[[c.split()[0] for c in BLOCK_VARIANCE.split(", ")]],
-                                    BLOCK_VARIANCE), tables.gold("block_variance"), run_id)
+    columns = [c.split()[0] for c in BLOCK_VARIANCE.split(", ")]
+    rows = spark.createDataFrame(table.assign(run_id=run_id)[columns], BLOCK_VARIANCE)
+    write_run(rows, tables.gold("block_variance"), run_id)
     return table
 
 
@@ -277,11 +279,11 @@ def unmatched_line(people: list) -> str:
     ...         {"attribute": "state", "value": "unknown US zip code", "users": 2},
     ...         {"attribute": "gender", "value": "F", "users": 7}]
     >>> unmatched_line(rows)
-    'state: 2 of 7 users have no US state (unknown US zip code 2)'
+    '2 of 7 users have no US state (unknown US zip code 2)'
     """
     states = [r for r in people if r["attribute"] == "state"]
     counts = {reason: sum(r["users"] for r in states if r["value"] == reason) for reason in UNMATCHED}
     missing = sum(counts.values())
     detail = ", ".join(f"{reason} {n:,}" for reason, n in counts.items() if n)
-    return (f"state: {missing:,} of {sum(r['users'] for r in states):,} users have no US state"
+    return (f"{missing:,} of {sum(r['users'] for r in states):,} users have no US state"
             + (f" ({detail})" if detail else ""))
