@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from pyspark.errors import PySparkException
-from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -29,7 +29,7 @@ from seglake.core.tables import Tables, delta_exists, read_delta, replace_rows, 
 
 # Also imported from here by scoring, which reads raw files exactly as ingest does.
 from seglake.segmentation.raw_files import (
-    CORRUPT, LINE, SPARK_TYPES, SourceFile, file_uri, list_files, read_failure, read_raw,
+    CORRUPT, LINE, SPARK_TYPES, SourceFile, list_files, read_failure, read_raw,
 )
 
 
@@ -261,21 +261,22 @@ def ingest(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResu
         report = Reconciliation(0, skipped, 0, 0, 0, {})
         return StageResult("ingest", 0, 0, time.monotonic() - started,
                            {"reconciliation": report}, "nothing new: " + report.line())
+    paths = [f.path for f in new]
     names = list(source.columns)
-    # Rows carry their file as Spark names it (``_metadata.file_path``, the URI-encoded path), which
-    # can differ from the listing's form (a space is %20): the writes are keyed by the former.
-    uri_of = {f.path: file_uri(spark, f.path) for f in new}
-    file_uris = sorted(set(uri_of.values()))
     try:
-        raw = read_raw(spark, [f.path for f in new], source)
-        if raw.isEmpty():  # stops at the first row found
+        raw = read_raw(spark, paths, source)
+        # Counted from the files alone, so that the check against what lands in the two tables
+        # below is independent of the classification (a Parquet count reads only the footers, a
+        # CSV count does not parse the columns: about 1% of the stage, bench/bench_ingest.py). An
+        # observed metric of the first write would save the pass, but in Spark 4.0.1 a session
+        # that has used an Observation no longer serializes, and MLlib models that keep the
+        # session (LogisticRegression's training summary) then fail with "Task not serializable".
+        per_file = {r._ingest_file: r["count"] for r in raw.groupBy("_ingest_file").count().collect()}
+        input_rows = sum(per_file.values())
+        if input_rows == 0:
             listed_names = ", ".join(f.path.rsplit("/", 1)[-1] for f in new[:5]) + (", ..." if len(new) > 5 else "")
             raise SeglakeError(f"events.path: the {len(new)} file(s) at {source.path} hold no rows ({listed_names})")
-        # Input rows are counted as the files are scanned for the first write (an observed metric,
-        # taken before any row is classified), so the check against what lands in the two tables
-        # is independent of the classification and costs no scan of its own.
-        scanned = Observation("ingest_input")
-        classified = classify_events(raw.observe(scanned, F.count(F.lit(1)).alias("rows")), source)
+        classified = classify_events(raw, source)
         classified = classified.withColumn("_ingest_ts", F.current_timestamp()).withColumn("_ingest_run", F.lit(run_id))
         valid = classified.where(F.col("_reason").isNull()).select(*names, "_ingest_file", "_ingest_ts", "_ingest_run")
         rejected = classified.where(F.col("_reason").isNotNull()).select(
@@ -283,9 +284,9 @@ def ingest(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResu
         )
         # Two passes over the files (rejected rows are few, so the first is cheap) instead of one
         # pass whose every row, with its text, is cached for the second.
+        file_uris = sorted(set(per_file) | set(paths))
         _write_replacing_files(rejected, tables.quarantine, file_uris)
         _write_replacing_files(valid, tables.events, file_uris)
-        input_rows = int(scanned.get["rows"])
     except SeglakeError:
         raise
     except Exception as err:  # Spark's reader errors are Java stack traces: keep only the cause
@@ -295,13 +296,11 @@ def ingest(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResu
     in_files = F.col("_ingest_file").isin(file_uris)
     bronze = {r._ingest_file: r["count"] for r in read_delta(spark, tables.events, "ingest")
               .where(in_files).groupBy("_ingest_file").count().collect()}
-    quarantined = (read_delta(spark, tables.quarantine, "ingest").where(in_files)
-                   .groupBy("_ingest_file", F.split("reason", ";")[0].alias("kind")).count().collect())
-    reasons: dict[str, int] = {}
-    per_file = dict(bronze)
-    for row in quarantined:
-        reasons[row.kind] = reasons.get(row.kind, 0) + row["count"]
-        per_file[row._ingest_file] = per_file.get(row._ingest_file, 0) + row["count"]
+    quarantine = read_delta(spark, tables.quarantine, "ingest").where(in_files)
+    reasons = {
+        r.kind: r["count"]
+        for r in quarantine.select(F.split("reason", ";")[0].alias("kind")).groupBy("kind").count().collect()
+    }
     # Without dedupe, exact copies are kept as real events (two identical purchases on one day);
     # they are counted, from what was written, so that the choice is visible in the stage's line.
     kept = (0 if source.dedupe_columns else
@@ -310,18 +309,16 @@ def ingest(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResu
                             reasons, kept)
     if not report.balanced:
         raise SeglakeError(f"ingest of {source.path} does not reconcile: {report.line()}")
-    _log_files(spark, tables, new, uri_of, per_file, bronze, run_id)
+    _log_files(spark, tables, new, per_file, bronze, run_id)
     return StageResult("ingest", input_rows, report.bronze_rows, time.monotonic() - started,
                        {"reconciliation": report}, report.line())
 
 
-def _log_files(spark: SparkSession, tables: Tables, new: list[SourceFile], uri_of: dict[str, str],
-               per_file: dict[str, int], bronze: dict[str, int], run_id: str) -> None:
-    """One ``bronze/ingest_log`` row per new file: its rows in (what landed in bronze plus
-    quarantine, whose total is checked against the scan), kept and quarantined."""
+def _log_files(spark: SparkSession, tables: Tables, new: list[SourceFile], per_file: dict[str, int],
+               bronze: dict[str, int], run_id: str) -> None:
     rows = []
     for f in new:
-        input_rows, kept = per_file.get(uri_of[f.path], 0), bronze.get(uri_of[f.path], 0)
+        input_rows, kept = per_file.get(f.path, 0), bronze.get(f.path, 0)
         rows.append((f.path, f.size, f.modified, run_id, input_rows, kept, input_rows - kept))
     log = spark.createDataFrame(
         rows, "file string, size long, modified long, run_id string, input_rows long, "

@@ -60,17 +60,6 @@ def list_files(spark: SparkSession, pattern: str) -> list[SourceFile]:
     )
 
 
-def file_uri(spark: SparkSession, path: str) -> str:
-    """A listed file as Spark's ``_metadata.file_path`` names it: the path's URI, URL-encoded.
-
-    Examples
-    --------
-    >>> file_uri(spark, "file:/tmp/logs/day 1.csv")
-    'file:/tmp/logs/day%201.csv'
-    """
-    return str(spark.sparkContext._jvm.org.apache.hadoop.fs.Path(path).toUri().toString())
-
-
 def _source_file(status) -> SourceFile:
     return SourceFile(str(status.getPath().toString()), int(status.getLen()),
                       int(status.getModificationTime()))
