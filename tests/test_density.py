@@ -212,3 +212,27 @@ def test_planted_groups_are_the_stable_clusters_the_rule_chooses(spark, tmp_path
     assert alone["jaccard"].to_numpy() == pytest.approx(stability.sort_values("hdbscan_cluster")["jaccard"].to_numpy())
     assert alone_sweep["mean_jaccard"].to_numpy() == pytest.approx(
         sweep.sort_values(["n_neighbors", "min_cluster_size"])["mean_jaccard"].to_numpy())
+
+
+def test_unstable_clusters_join_the_nearest_stable_one_or_become_noise():
+    # min_cluster_size 8 splits off small pieces that the refits do not find again
+    frame = planted_groups()
+    features = [f"f{i}" for i in range(6)]
+    sample = frame[features + ["entity_id"]].assign(group=0)
+    settings = DensityConfig(umap={"n_neighbors": 15, "n_components": 2, "n_epochs": 200},
+                             hdbscan={"min_cluster_size": 8}, stability_resamples=8).model_dump()
+    labels, clusters, _ = cluster_group(sample, features, settings)
+    unstable, stable = clusters[clusters["stable"] == False], clusters[clusters["stable"] == True]  # noqa: E712
+    assert len(unstable) >= 1 and (unstable["jaccard"] < 0.6).all() and (stable["jaccard"] >= 0.6).all()
+    centroids = stable[["c0", "c1"]].to_numpy()
+    for row in unstable.itertuples():
+        nearest = stable["hdbscan_cluster"].iloc[np.argmin(((centroids - [row.c0, row.c1]) ** 2).sum(axis=1))]
+        assert row.merged_into == nearest
+        assert (labels.loc[labels["hdbscan_cluster"] == row.hdbscan_cluster, "cluster"] == nearest).all()
+    assert set(labels["cluster"]) - {-1} == set(stable["hdbscan_cluster"])
+
+    settings["unstable"] = "noise"
+    labels, clusters, _ = cluster_group(sample, features, settings)
+    lost = clusters.loc[clusters["stable"] == False, "hdbscan_cluster"]  # noqa: E712
+    assert (labels.loc[labels["hdbscan_cluster"].isin(lost), "cluster"] == -1).all()
+    assert (clusters.loc[clusters["hdbscan_cluster"].isin(lost), "merged_into"] == -1).all()

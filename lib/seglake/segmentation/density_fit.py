@@ -371,9 +371,10 @@ def cluster_group(sample: pd.DataFrame, features: list[str], density: dict, offs
     grid = grid_settings(len(sample), umap["n_neighbors"], hdbscan["min_cluster_size"],
                          density["grid_neighbors"], density["grid_cluster_shares"])
     tasks = [MAIN, REFIT] if fraction > 0 else [MAIN]
-    embedded = pd.concat([embed_task(sample.assign(n_neighbors=n, task=t), features, umap, density["seed"],
-                                     fraction) for n in dict.fromkeys(n for n, _ in grid) for t in tasks],
-                         ignore_index=True)
+    embedded = pd.concat([  # a refit has no map: its x, y are left out (NaN once concatenated)
+        embed_task(sample.assign(n_neighbors=n, task=t), features, umap, density["seed"], fraction).drop(
+            columns=["x", "y"] if t == REFIT else []) for n in dict.fromkeys(n for n, _ in grid) for t in tasks],
+        ignore_index=True)
     resampled = pd.concat([
         resample_task(embedded[embedded["n_neighbors"] == n].assign(min_cluster_size=m, chunk=c), hdbscan,
                       density["seed"], fraction, density["stability_resamples"], chunks)
