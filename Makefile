@@ -30,7 +30,7 @@ demo: setup
 	$(RUN) --config conf/movielens.yaml
 	@echo
 	@echo "outputs (Delta tables under $(LAKEHOUSE)/<use case>/):"
-	@echo "  tiktok_users    bronze/{events,quarantine,ingest_log} silver/entities gold/{sweep,runs,segments,profiles,clusters,cluster_quality,explanations,descriptions} models/demo/"
+	@echo "  tiktok_users    bronze/{events,quarantine,ingest_log} silver/entities gold/{sweep,runs,segments,profiles,segment_stability,clusters,cluster_quality,cluster_stability,density_sweep,explanations,descriptions} models/demo/"
 	@echo "  tiktok_profiles silver/entities gold/... models/demo/"
 	@echo "  tiktok_claims   bronze/quarantine gold/classifier_metrics models/demo/classifier/"
 	@echo "  movielens       bronze/{ratings,users,items,quarantine} silver/entities gold/{als_metrics,sweep,segments,top_titles,segment_demographics,genre_preference,block_variance,assignments,assigner_metrics} models/demo/assigner/"
