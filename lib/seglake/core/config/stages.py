@@ -273,7 +273,6 @@ class NameOverrides(Strict):
 class ExplainConfig(Strict):
     """One-vs-rest XGBoost + SHAP per cluster and per segment, and their names."""
 
-
     min_cluster_size: int = Field(30, ge=2)
     sample_size: int = Field(20_000, ge=100)
     holdout_fraction: float = Field(0.25, gt=0.0, lt=0.9)
