@@ -285,7 +285,15 @@ def test_movielens_notebook_end_to_end_on_ml100k(spark, tmp_path, monkeypatch, c
     both = held.merge(scored, on="entity_id", suffixes=("", "_new"))
     assert len(both) == 40 and (both["assigned_segment"] == both["assigned_segment_new"]).all()
     assert ((both["probability"] - both["probability_new"]).abs() < 1e-6).all()
-    check_report(report_path(config, "e2e").read_text(), k, als, top, items, people, genres, metrics, blocks)
+    html = report_path(config, "e2e").read_text()
+    check_report(html, k, als, top, items, people, genres, metrics, blocks)
+    # Issue 15: each taste segment's Jaccard over the KMeans refits, stored and on the page.
+    stability = gold("segment_stability")
+    assert sorted(stability["segment"]) == list(range(k)) and stability["jaccard"].between(0, 1).all()
+    bars = next(f for f in figures(html) if title(f).startswith("Segment stability"))["data"][0]
+    by_segment = stability.sort_values("segment")
+    assert list(bars["x"]) == [str(s) for s in by_segment["segment"]]
+    assert np.allclose(bars["y"], by_segment["jaccard"])
     check_in_browser(report_path(config, "e2e"), "movielens")  # every chart draws, no JS error
 
 

@@ -106,6 +106,12 @@ def test_segmentation_notebook_on_profiles_and_its_report(spark, tmp_path, monke
     assert set(kept["hdbscan_cluster"]) == reported and (kept["jaccard"] >= 0.6).all() and kept["stable"].all()
     descriptions = spark.read.format("delta").load(Tables.of(config).gold("descriptions"))
     assert descriptions.where("kind = 'cluster'").count() >= 2
+    # each explained cluster shows its stability beside its explanation
+    page = report_path(config, "e2e").read_text()
+    explained = sorted(r.target for r in descriptions.where("kind = 'cluster'").select("target").collect())
+    for cluster in explained:
+        jaccard = kept.set_index("hdbscan_cluster").loc[cluster, "jaccard"]
+        assert f"stability {jaccard:.2f} (mean Jaccard over the refits)" in page, cluster
     check_in_browser(report_path(config, "e2e"), "profiles")
 
 

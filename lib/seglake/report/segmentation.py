@@ -374,12 +374,16 @@ def explain_section(run: ReportRun) -> Rendered:
     if explanations is None or descriptions is None:
         return Rendered([section("Explanations", missing("the explain stage"))], 0)
     blocks, charts = [], 0
+    stability = target_stability(run)
     for row in descriptions.sort_values(["kind", "target"]).itertuples(index=False):
         part = explanations[(explanations["kind"] == row.kind) & (explanations["target"] == row.target)]
         part = part[part["rank"] <= run.config.explain.top_features + 2]
         scores = part.iloc[0] if len(part) else None
         score_text = (f"F1 {scores['f1']:.2f} (precision {scores['precision']:.2f}, recall "
                       f"{scores['recall']:.2f})" if scores is not None else "")
+        if (row.kind, int(row.target)) in stability:
+            score_text += ("; " if score_text else "") + (
+                f"stability {stability[row.kind, int(row.target)]:.2f} (mean Jaccard over the refits)")
         title = heading(row.kind, row.target, getattr(row, "name", None))
         chart = figure_html(shap_figure(part, title)) if len(part) else ""
         charts += 1 if len(part) else 0
@@ -387,6 +391,20 @@ def explain_section(run: ReportRun) -> Rendered:
                       f"<p>{html.escape(row.description)}</p>"
                       f"<p class='score'>{score_text}</p></div><div class='chart'>{chart}</div></div>")
     return Rendered([section("Why each group exists (one-vs-rest XGBoost + SHAP)", "".join(blocks))], charts)
+
+
+def target_stability(run: ReportRun) -> dict[tuple[str, int], float]:
+    """(kind, id) → the mean Jaccard over the refits of each segment (``gold/segment_stability``)
+    and each stable density cluster (``gold/cluster_stability``: a stable cluster keeps its HDBSCAN
+    id, the unstable ones merged into it are not counted)."""
+    found: dict[tuple[str, int], float] = {}
+    segments, clusters = run.gold("segment_stability"), run.gold("cluster_stability")
+    if segments is not None:
+        found.update({("segment", int(s)): float(j) for s, j in zip(segments["segment"], segments["jaccard"])})
+    if clusters is not None:
+        stable = clusters[clusters["stable"].fillna(False).astype(bool)]
+        found.update({("cluster", int(c)): float(j) for c, j in zip(stable["hdbscan_cluster"], stable["jaccard"])})
+    return found
 
 
 def ingest_section(run: ReportRun) -> Rendered:

@@ -39,6 +39,7 @@ from seglake.report.segmentation import (
     choice_of_k_section,
     require_gold_rows,
     run_record_section,
+    segment_stability_section,
     segments_section,
 )
 from seglake.usecases.movielens.geography import UNMATCHED
@@ -402,7 +403,7 @@ def assigner_section(run: ReportRun) -> Rendered:
 
 
 SECTIONS: tuple[Section, ...] = (
-    require_gold_rows, choice_of_k_section, segments_section,
+    require_gold_rows, choice_of_k_section, segments_section, segment_stability_section,
     als_section, ratings_ingest_section, separation_section, tastes_section, assigner_section,
     run_record_section,
 )
