@@ -83,7 +83,7 @@ from seglake.segmentation.density_fit import (LABEL_SCHEMA, MAIN, REFIT, decide,
                                               label_task, merges, resample_schema, resample_task)
 from seglake.segmentation.segment import kept_entities, label_segments, load_swept
 from seglake.segmentation.stability import chunks_for, grid_settings
-from seglake.segmentation.tasks import apply_per_key  # noqa: F401 (explain imports it from here)
+from seglake.segmentation.tasks import apply_per_key
 from seglake.segmentation.surrogate import NOISE, SURROGATE_SCHEMA, assign, fit_surrogate
 
 MANIFEST = DENSITY_MANIFEST

@@ -9,7 +9,7 @@ Steps of :func:`explain` (config section ``explain``):
    clusters) so that small clusters have enough rows; each row carries a design weight (stratum
    population / stratum sample) so that the rest of the population keeps its real mix.
 3. The sample is crossed with the target ids and ``groupBy(kind, target).applyInPandas``, one task
-   per target spread over the cores (:func:`seglake.segmentation.density.apply_per_key`), trains one
+   per target spread over the cores (:func:`seglake.segmentation.tasks.apply_per_key`), trains one
    binary XGBoost per target on the raw features, positives weighted by ``scale_pos_weight`` so both
    sides weigh the same. Precision, recall and F1 are measured (design-weighted) on a stratified
    ``holdout_fraction`` of the sample. A SHAP ``TreeExplainer`` is built inside the UDF (explainers do
@@ -43,7 +43,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from seglake.core.config import ExplainConfig, SeglakeConfig
-from seglake.segmentation.density import apply_per_key, feature_columns, stratified_sample
+from seglake.segmentation.density import feature_columns, stratified_sample
+from seglake.segmentation.tasks import apply_per_key
 from seglake.segmentation.names import heading, name_targets, overrides, strong
 from seglake.core.errors import SeglakeError
 from seglake.core.stages import StageResult
