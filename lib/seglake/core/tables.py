@@ -230,16 +230,12 @@ def write_run(
     >>> shutil.rmtree(path.removesuffix("/gold/sweep"))
     """
     check_run_id(run_id)
-    writer = df.write.format("delta").option("mergeSchema", "true")
-    spark = df.sparkSession
-
-    def write() -> None:
-        if delta_exists(spark, path):
-            writer.mode("overwrite").option("replaceWhere", f"run_id = '{run_id}'").save(path)
-        else:
-            writer.mode("overwrite").partitionBy(*partition_by).save(path)
-
-    retry_conflicts(write, path)
+    # Always a replaceWhere, also for the write that creates the table (as in replace_rows): a
+    # plain overwrite chosen after seeing no table replaced every run's rows when another run
+    # created the table in between (two runs at once on one lakehouse lost one run's gold/sweep).
+    writer = (df.write.format("delta").option("mergeSchema", "true").mode("overwrite")
+              .option("replaceWhere", f"run_id = '{run_id}'").partitionBy(*partition_by))
+    retry_conflicts(lambda: writer.save(path), path)
 
 
 # Characters Delta refuses in column names unless the table uses column mapping.
