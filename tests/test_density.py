@@ -160,11 +160,24 @@ def test_grouped_density_keeps_cluster_ids_apart_and_checks_model_files(spark, t
         load_booster(spark, folder, "surrogate-segment-1.json", "manifest-density.json")
 
 
-def planted_groups(sizes=(300, 300, 300, 300, 300), noise: int = 120, features: int = 6) -> pd.DataFrame:
+def planted_groups(sizes=(300, 300, 300, 300, 300), noise: int = 120, features: int = 6,
+                   split: float = 0.0) -> pd.DataFrame:
     """Five well-separated Gaussian groups and uniform noise over a wider box (``truth`` −1), in the
-    same heavy-tailed raw units as :func:`blob_entities`."""
+    same heavy-tailed raw units as :func:`blob_entities`.
+
+    With ``split`` > 0 the last group is two sub-groups (``truth`` 4 and 5, half each) whose centres
+    are ``split`` apart along a random direction: apart by about 4 of their standard deviations (0.6)
+    at 2.5, yet close beside the other groups (centres 10-20 apart).
+    """
     points, truth = make_blobs(n_samples=list(sizes), n_features=features, cluster_std=0.6,
                                center_box=(-10, 10), random_state=1)
+    if split:
+        rows = np.flatnonzero(truth == len(sizes) - 1)
+        direction = np.random.default_rng(2).normal(size=features)
+        direction /= np.linalg.norm(direction)
+        points[rows] -= direction * split / 2
+        points[rows[: len(rows) // 2]] += direction * split
+        truth[rows[: len(rows) // 2]] = len(sizes)
     scattered = np.random.default_rng(0).uniform(-15, 15, size=(noise, features))
     values = np.vstack([points, scattered])
     frame = pd.DataFrame(np.sign(values) * np.expm1(np.abs(values)), columns=[f"f{i}" for i in range(features)])
@@ -236,3 +249,49 @@ def test_unstable_clusters_join_the_nearest_stable_one_or_become_noise():
     lost = clusters.loc[clusters["stable"] == False, "hdbscan_cluster"]  # noqa: E712
     assert (labels.loc[labels["hdbscan_cluster"].isin(lost), "cluster"] == -1).all()
     assert (clusters.loc[clusters["hdbscan_cluster"].isin(lost), "merged_into"] == -1).all()
+
+
+def test_depth_2_splits_the_planted_group_of_two_sub_groups_and_only_it(spark, tmp_path, lakehouse):
+    # four groups of 300 and one of 1,200 made of two sub-groups of 600; no uniform noise here (a
+    # level-1 cluster that absorbed a blob of it splits it off as a stable child of its own)
+    frame = planted_groups(sizes=(300, 300, 300, 300, 1200), noise=0, split=2.5)
+    text = ("{sample_size: 2000, umap: {n_components: 2, n_epochs: 200}, stability_resamples: 8, "
+            "min_split_size: 200%s}")
+    shallow = density_config(tmp_path, lakehouse, text % "")
+    write_entities(spark, shallow, frame)
+    density(spark, shallow, "d1")
+    deep = density_config(tmp_path, lakehouse, text % ", depth: 2")
+    result = density(spark, deep, "d2")
+    tables = Tables.of(deep)
+    one = read_clusters(spark, shallow, "d1").merge(frame[["entity_id", "truth"]], on="entity_id")
+    two = read_clusters(spark, deep, "d2").merge(frame[["entity_id", "truth"]], on="entity_id")
+
+    # depth 1: the two sub-groups are one cluster; depth 2 keeps every level-1 label as it was
+    parent = one.loc[one["truth"] == 4, "cluster"].mode()[0]
+    assert (one.loc[one["truth"].isin([4, 5]), "cluster"] == parent).mean() >= 0.95
+    assert one["cluster_path"].tolist() == one["cluster"].astype(str).tolist()
+    assert (two["cluster"].to_numpy() == one["cluster"].to_numpy()).all()
+
+    # depth 2: that cluster has two children, each one sub-group (Jaccard against the planted truth)
+    members = two[two["cluster"] == parent]
+    assert set(members["cluster_2"].dropna()) - {-1} == {1, 2}
+    for sub_group in (4, 5):
+        child = members.loc[members["truth"] == sub_group, "cluster_2"].mode()[0]
+        path = two["cluster_path"] == f"{parent}.{int(child)}"
+        truth = two["truth"] == sub_group
+        assert (path & truth).sum() / (path | truth).sum() >= 0.9
+    # the surrogate carried level 2 to the rows the level-2 sample left out
+    quality = spark.read.format("delta").load(tables.gold("cluster_quality")).where("run_id = 'd2'").toPandas()
+    split = quality[(quality["level"] == 2) & (quality["parent"] == str(parent))].iloc[0]
+    assert split["split_kept"] and split["population"] > split["sample_rows"]
+    # every other planted group is tried and refused, with the reason
+    others = quality[(quality["level"] == 2) & (quality["parent"] != str(parent))]
+    assert len(others) == 4 and not others["split_kept"].any() and others["split_reason"].str.len().min() > 0
+    assert two.loc[two["cluster"] != parent, "cluster_2"].isna().all()
+    assert "level 2: 1 split(s) kept, 4 refused" in result.message
+
+    stability = spark.read.format("delta").load(tables.gold("cluster_stability")).where("run_id = 'd2'").toPandas()
+    children = stability[(stability["level"] == 2) & (stability["parent"] == str(parent)) & stability["stable"]]
+    assert sorted(children["merged_into"]) == [1, 2] and (children["jaccard"] >= 0.85).all()
+    manifest = json.loads((Path(tables.models("d2")) / "manifest-density.json").read_text())
+    assert manifest["details"]["levels"]["2"][str(parent)]["classes"][-2:] == [1, 2]

@@ -39,9 +39,15 @@ Steps of :func:`density` (config section ``density``):
 7. A surrogate XGBoost per group (:mod:`seglake.segmentation.surrogate`), one task per group again,
    learns the sample's final labels from the raw features, its held-out accuracy is the
    ``fidelity``, and a pandas UDF assigns every entity.
+8. With ``density.depth`` above 1 (seed 004's recursion), steps 2-7 run again level by level with
+   the stable clusters of more than ``density.min_split_size`` entities as the groups, each
+   re-embedded on its own members; a split is kept only when stable and carried by its surrogate
+   (:mod:`seglake.segmentation.density_levels`). At depth 1 (the default) nothing of it runs.
 
 Writes ``gold/clusters`` (one row per entity; sampled rows keep their HDBSCAN label, membership
-strength and ``x, y``; the others get the surrogate's label and class probability, ``x, y`` null),
+strength and ``x, y``; the others get the surrogate's label and class probability, ``x, y`` null;
+``cluster_path`` is the cluster id as text, and with depth > 1 the deepest node, ``"3.1"``, beside
+``cluster_2`` ..; the small tables below have ``level`` and ``parent``),
 ``gold/cluster_quality`` (one row per group), ``gold/cluster_stability`` (one row per HDBSCAN
 cluster of the chosen setting: ``size``, ``jaccard``, ``stable``, ``merged_into``),
 ``gold/density_sweep`` (one row per group and setting tried: clusters, noise, coverage, mean and
@@ -59,6 +65,7 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -79,6 +86,7 @@ from seglake.core.artifacts import (
     write_manifest,
 )
 from seglake.core.tables import Tables, read_delta, write_run
+from seglake.segmentation.density_levels import at_level, grow
 from seglake.segmentation.density_fit import (LABEL_SCHEMA, MAIN, REFIT, decide, embed_schema, embed_task,
                                               label_task, merges, resample_schema, resample_task)
 from seglake.segmentation.segment import kept_entities, label_segments, load_swept
@@ -91,13 +99,15 @@ NUMERIC = (T.DoubleType, T.FloatType, T.IntegerType, T.LongType, T.ShortType, T.
 QUALITY_SCHEMA = ("run_id string, group int, population long, sample_rows long, clusters long, "
                   "noise_share double, stability_ari double, n_neighbors int, min_cluster_size int, "
                   "hdbscan_clusters long, unstable_clusters long, mean_jaccard double, min_jaccard double, "
-                  "fit_seconds double, fidelity double, fidelity_clustered double")
+                  "fit_seconds double, fidelity double, fidelity_clustered double, level int, parent string, "
+                  "split_kept boolean, split_reason string")
 STABILITY_SCHEMA = ("run_id string, group int, hdbscan_cluster int, size long, jaccard double, refits long, "
-                    "stable boolean, merged_into int, n_neighbors int, min_cluster_size int")
+                    "stable boolean, merged_into int, n_neighbors int, min_cluster_size int, level int, "
+                    "parent string")
 DENSITY_SWEEP_SCHEMA = ("run_id string, group int, n_neighbors int, min_cluster_size int, sample_rows long, "
                         "clusters long, stable_clusters long, noise_share double, coverage double, "
                         "mean_jaccard double, min_jaccard double, stability_ari double, seconds double, "
-                        "chosen boolean, reason string")
+                        "chosen boolean, reason string, level int, parent string")
 
 
 # ---------------------------------------------------------------- sampling (Spark, bounded)
@@ -268,10 +278,10 @@ def resample_settings(embedded: DataFrame, settings: DensityConfig, grids: dict[
 
 
 def label_sample(embedded: DataFrame, sample: DataFrame, features: list[str], settings: DensityConfig,
-                 sweep: pd.DataFrame, clusters: pd.DataFrame, sizes: dict[int, int]) -> DataFrame:
+                 sweep: pd.DataFrame, clusters: pd.DataFrame, sizes: dict[int, int],
+                 offset_by_group: bool) -> DataFrame:
     """Each group's final labels at its chosen setting, with the raw features (for the surrogate)."""
     chosen = sweep[sweep["chosen"]]
-    offset_by_group = settings.group_by != "none"
     body = functools.partial(
         label_task, hdbscan=settings.hdbscan.model_dump(),
         chosen={int(r.group): int(r.min_cluster_size) for r in chosen.itertuples()},
@@ -294,6 +304,54 @@ def fit_surrogates(labelled: DataFrame, features: list[str], settings: DensityCo
     columns = labelled.select("entity_id", "group", "cluster", *features)
     weights = {(group,): rows for group, rows in sizes.items() if rows}
     return apply_per_key(columns, ["group"], weights, body, SURROGATE_SCHEMA).toPandas()
+
+
+@dataclass
+class LevelFit:
+    """One level's clustering of its groups: the labelled sample (persisted, with the raw features)
+    and the small tables of :func:`fit_level`."""
+
+    labelled: DataFrame
+    surrogates: pd.DataFrame
+    sweep: pd.DataFrame
+    stability: pd.DataFrame
+    counts: dict[int, int]
+    sampled_rows: int
+    seconds: dict[str, float]
+
+
+def fit_level(population: DataFrame, features: list[str], settings: DensityConfig, offset_by_group: bool,
+              numbering=None) -> LevelFit:
+    """Steps 2-7 of the stage for every group of ``population`` (``entity_id``, ``group``, features):
+    sample, embed, resample, choose, label and fit one surrogate per group.
+
+    ``numbering`` (clusters → clusters), when given, rewrites ``merged_into`` of the chosen
+    settings' clusters before the labels are drawn (child levels number their clusters 1, 2, ...).
+    The caller unpersists ``labelled``.
+    """
+    sample, counts = stratified_sample(population, "group", settings.sample_size, settings.seed)
+    sizes = allocate(counts, settings.sample_size)  # the sample's rows per group, to weigh its tasks
+    grids = {group: grid_settings(rows, settings.umap.n_neighbors, settings.hdbscan.min_cluster_size,
+                                  settings.grid_neighbors, settings.grid_cluster_shares)
+             for group, rows in sizes.items() if rows}
+    sample = sample.persist(StorageLevel.MEMORY_AND_DISK)
+    embedded = embed_sample(sample, features, settings, grids, sizes).persist(StorageLevel.MEMORY_AND_DISK)
+    seconds, started = {}, time.monotonic()
+    try:
+        resampled = resample_settings(embedded, settings, grids, sizes)
+        sweep, stability = decide(resampled, settings.model_dump(), offset_by_group)
+        if numbering is not None:
+            stability = numbering(stability)
+        seconds["embed_and_resample"] = time.monotonic() - started
+        labelled = label_sample(embedded, sample, features, settings, sweep, stability, sizes,
+                                offset_by_group).persist(StorageLevel.MEMORY_AND_DISK)
+        sampled_rows = labelled.count()
+        surrogates = fit_surrogates(labelled, features, settings, sizes)
+        seconds["label_and_surrogate"] = time.monotonic() - started - seconds["embed_and_resample"]
+    finally:
+        embedded.unpersist()
+        sample.unpersist()
+    return LevelFit(labelled, surrogates, sweep, stability, counts, sampled_rows, seconds)
 
 
 # ---------------------------------------------------------------- the stage
@@ -323,25 +381,24 @@ def density(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
     if not features:
         raise SeglakeError(f"{tables.entities} has no numeric feature columns besides entity_id")
     population = grouped_population(spark, config, run_id, entities, features)
-    sample, counts = stratified_sample(population, "group", settings.sample_size, settings.seed)
-    sizes = allocate(counts, settings.sample_size)  # the sample's rows per group, to weigh its tasks
-    grids = {group: grid_settings(rows, settings.umap.n_neighbors, settings.hdbscan.min_cluster_size,
-                                  settings.grid_neighbors, settings.grid_cluster_shares)
-             for group, rows in sizes.items() if rows}
-    sample = sample.persist(StorageLevel.MEMORY_AND_DISK)
-    embedded = embed_sample(sample, features, settings, grids, sizes).persist(StorageLevel.MEMORY_AND_DISK)
-    seconds, started = {}, time.monotonic()
+    fit = fit_level(population, features, settings, settings.group_by != "none")
+    first = _quality(fit.labelled, fit.surrogates, fit.counts, fit.sweep, fit.stability)
+    quality, stability, sweep, seconds = first, fit.stability, fit.sweep, dict(fit.seconds)
+    files, models, listed = _model_files(fit.surrogates, settings.group_by)
+    assign_started = time.monotonic()
+    clusters = label_population(assign(population, models, features), fit.labelled, run_id)
+    tree = None
     try:
-        resampled = resample_settings(embedded, settings, grids, sizes)
-        sweep, stability = decide(resampled, settings.model_dump(), settings.group_by != "none")
-        seconds["embed_and_resample"] = time.monotonic() - started
-        labelled = label_sample(embedded, sample, features, settings, sweep, stability, sizes).persist(
-            StorageLevel.MEMORY_AND_DISK)
-        sampled_rows = labelled.count()
-        surrogates = fit_surrogates(labelled, features, settings, sizes)
-        seconds["label_and_surrogate"] = time.monotonic() - started - seconds["embed_and_resample"]
-        quality = _quality(labelled, surrogates, counts, sweep, stability)
-        files, models, listed = _model_files(surrogates, settings.group_by)
+        if settings.depth > 1:
+            clusters = clusters.persist(StorageLevel.MEMORY_AND_DISK)  # the levels below read it again
+            tree = grow(population, clusters, stability, features, settings)
+            clusters = tree.columns(clusters)
+            files.update(tree.files)
+            quality, stability, sweep = tree.tables(quality, stability, sweep)
+            seconds["levels"] = tree.seconds
+        else:
+            clusters = clusters.withColumn("cluster_path", F.col("cluster").cast("string"))
+            quality, stability, sweep = (at_level(table, 1) for table in (quality, stability, sweep))
         manifest = write_manifest(
             spark, tables.models(run_id),
             {"features": features, "group_by": settings.group_by, "models": listed,
@@ -349,31 +406,35 @@ def density(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
              "settings": settings.model_dump(),
              "chosen": {str(int(r.group)): {"n_neighbors": int(r.n_neighbors),
                                             "min_cluster_size": int(r.min_cluster_size), "reason": r.reason}
-                        for r in sweep[sweep["chosen"]].itertuples()},
+                        for r in fit.sweep[fit.sweep["chosen"]].itertuples()},
+             "depth": settings.depth, "levels": {} if tree is None else tree.manifest(),
              "sweep_clustering_sha256": _sweep_checksum(spark, tables, run_id)},
             files=files, manifest=MANIFEST)
-        assign_started = time.monotonic()
-        clusters = label_population(assign(population, models, features), labelled, run_id)
         write_run(clusters, tables.gold("clusters"), run_id)
-        labelled.unpersist()
-        seconds["assign_and_write"] = time.monotonic() - assign_started
-        _write_small(spark, quality, QUALITY_SCHEMA, tables.gold("cluster_quality"), run_id)
-        _write_small(spark, stability, STABILITY_SCHEMA, tables.gold("cluster_stability"), run_id)
-        _write_small(spark, sweep, DENSITY_SWEEP_SCHEMA, tables.gold("density_sweep"), run_id)
     finally:
-        embedded.unpersist()
-        sample.unpersist()
-    population_rows = sum(counts.values())
+        fit.labelled.unpersist()
+        if tree is not None:
+            tree.unpersist()
+            clusters.unpersist()
+    seconds["assign_and_write"] = time.monotonic() - assign_started
+    _write_small(spark, quality, QUALITY_SCHEMA, tables.gold("cluster_quality"), run_id)
+    _write_small(spark, stability, STABILITY_SCHEMA, tables.gold("cluster_stability"), run_id)
+    _write_small(spark, sweep, DENSITY_SWEEP_SCHEMA, tables.gold("density_sweep"), run_id)
+    population_rows = sum(fit.counts.values())
     reasons = [f"group {int(r.group)}: {r.reason}" if settings.group_by != "none" else r.reason
-               for r in sweep[sweep["chosen"]].itertuples()]
+               for r in fit.sweep[fit.sweep["chosen"]].itertuples()]
+    summary = [_summary(first, fit.sampled_rows), *(f"  settings: {r}" for r in reasons)]
+    if tree is not None:
+        summary += tree.summary()
     return StageResult(
         "density", population_rows, population_rows,
         details={"groups": quality.to_dict("records"), "features": features,
                  "clusters": stability.drop(columns=[c for c in stability if c[:1] == "c" and c[1:].isdigit()]
                                             ).to_dict("records"),
                  "sweep": sweep.to_dict("records"), "reasons": reasons,
-                 "model_files": manifest["files"], "sample_rows": sampled_rows, "seconds": seconds},
-        message="\n".join([_summary(quality, sampled_rows), *(f"  settings: {r}" for r in reasons)]))
+                 "splits": [] if tree is None else tree.verdicts,
+                 "model_files": manifest["files"], "sample_rows": fit.sampled_rows, "seconds": seconds},
+        message="\n".join(summary))
 
 
 def _write_small(spark: SparkSession, rows: pd.DataFrame, schema: str, table: str, run_id: str) -> None:
@@ -381,7 +442,7 @@ def _write_small(spark: SparkSession, rows: pd.DataFrame, schema: str, table: st
     columns = [c.split()[0] for c in schema.split(", ")]
     plain = [tuple(None if v is None or (isinstance(v, float) and math.isnan(v)) else
                    (v.item() if hasattr(v, "item") else v) for v in row)
-             for row in rows.assign(run_id=run_id)[columns].itertuples(index=False)]
+             for row in rows.assign(run_id=run_id).reindex(columns=columns).itertuples(index=False)]
     write_run(spark.createDataFrame(plain, schema), table, run_id)
 
 

@@ -184,6 +184,11 @@ class DensityConfig(Strict):
     not pinned are chosen from the grid by the highest mean stability among those whose stable
     clusters cover ``min_coverage`` of the sample and number at most ``max_clusters``.
 
+    Recursion (seed 004): with ``depth`` above 1, every stable cluster of more than
+    ``min_split_size`` entities is embedded and clustered again on its own members, level by level;
+    a parent keeps its split only when its children are at least 2 stable clusters covering
+    ``min_coverage`` of its sample and their surrogate's held-out accuracy is ``min_split_fidelity``.
+
     Examples
     --------
     >>> try:
@@ -212,6 +217,9 @@ class DensityConfig(Strict):
     surrogate_trees: int = Field(100, ge=1)
     surrogate_max_depth: int = Field(6, ge=1, le=16)
     surrogate_holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9)
+    depth: int = Field(1, ge=1, le=4)
+    min_split_size: int = Field(1000, ge=20)
+    min_split_fidelity: float = Field(0.8, ge=0.0, le=1.0)
 
     @field_validator("grid_neighbors")
     @classmethod
@@ -234,6 +242,9 @@ class DensityConfig(Strict):
             raise ValueError("density.stability_fraction 0 turns stability off, and the automatic density "
                              "settings are chosen by stability: pin density.umap.n_neighbors and "
                              "density.hdbscan.min_cluster_size")
+        if self.depth > 1 and self.stability_fraction == 0:
+            raise ValueError(f"density.depth {self.depth} keeps a child split only when its clusters are "
+                             "stable, and density.stability_fraction 0 turns stability off")
         return self
 
 
