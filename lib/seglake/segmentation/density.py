@@ -391,7 +391,7 @@ def density(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
     try:
         if settings.depth > 1:
             clusters = clusters.persist(StorageLevel.MEMORY_AND_DISK)  # the levels below read it again
-            tree = grow(population, clusters, stability, features, settings)
+            tree = grow(population, clusters, stability, features, settings, fit_level, _quality)
             clusters = tree.columns(clusters)
             files.update(tree.files)
             quality, stability, sweep = tree.tables(quality, stability, sweep)

@@ -34,6 +34,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import pandas as pd
 from pyspark import StorageLevel
@@ -212,7 +213,7 @@ def at_level(frame: pd.DataFrame, level: int, parents: dict[int, str] | None = N
 
 
 def grow(population: DataFrame, clusters: DataFrame, stability: pd.DataFrame, features: list[str],
-         settings: DensityConfig) -> Tree:
+         settings: DensityConfig, fit_level: Callable, quality_of: Callable) -> Tree:
     """Split the stable clusters of ``clusters`` (the first level's ``gold/clusters`` rows) down to
     ``settings.depth`` levels; see the module docstring.
 
@@ -226,14 +227,15 @@ def grow(population: DataFrame, clusters: DataFrame, stability: pd.DataFrame, fe
         The first level's ``gold/cluster_stability`` rows (which clusters are stable).
     features : list of str
     settings : DensityConfig
+    fit_level, quality_of : callable
+        The first level's machinery (:func:`seglake.segmentation.density.fit_level` and its
+        quality table), passed in because the density stage imports this module.
 
     Returns
     -------
     Tree
         Persisted child columns (the caller calls :meth:`Tree.unpersist` once written).
     """
-    from seglake.segmentation.density import _quality, fit_level  # density imports this module
-
     started = time.monotonic()
     tree = Tree(settings.depth, settings.group_by != "none")
     leaves = clusters.select("entity_id", F.col("cluster").cast("string").alias("cluster_path")).persist(
@@ -285,7 +287,7 @@ def grow(population: DataFrame, clusters: DataFrame, stability: pd.DataFrame, fe
         leaves.unpersist()
         leaves = deeper
         tree.children[level] = child
-        quality = _quality(fit.labelled, fit.surrogates, fit.counts, fit.sweep, fit.stability)
+        quality = quality_of(fit.labelled, fit.surrogates, fit.counts, fit.sweep, fit.stability)
         quality["split_kept"] = [verdicts[int(g)][0] for g in quality["group"]]
         quality["split_reason"] = [verdicts[int(g)][1] for g in quality["group"]]
         fit.labelled.unpersist()
