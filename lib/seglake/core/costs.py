@@ -17,13 +17,13 @@ The status tracker keeps the last ``spark.ui.retainedJobs`` / ``retainedStages``
 
 from __future__ import annotations
 
+import functools
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from pyspark import inheritable_thread_target
 from pyspark.sql import SparkSession
 
 # Spark settings that keep enough finished jobs and stages for a whole stage to be counted.
@@ -133,13 +133,31 @@ def inheritable(spark: SparkSession, function: Callable) -> Callable:
     """``function`` wrapped so that a thread running it carries the caller's Spark job tags and
     local properties (pinned-thread mode): jobs it starts are counted with the caller's stage.
 
+    Every call gets its own copy of the caller's local properties. pyspark's
+    ``inheritable_thread_target`` hands one ``Properties`` object to every thread, and Spark SQL sets
+    and clears ``spark.sql.execution.id`` on it around each query, so two threads running queries at
+    once read each other's half-cleared id (``NumberFormatException: Cannot parse null string`` in a
+    KMeans fit of the concurrent sweep).
+
     Examples
     --------
     >>> from concurrent.futures import ThreadPoolExecutor
     >>> with counting(spark, "threads") as cost:
     ...     with ThreadPoolExecutor(2) as pool:
-    ...         _ = list(pool.map(inheritable(spark, lambda n: spark.range(n).count()), [5, 6]))
-    >>> cost.jobs >= 2
-    True
+    ...         counted = list(pool.map(inheritable(spark, lambda n: spark.range(n).count()),
+    ...                                 range(1, 25)))
+    >>> counted == list(range(1, 25)), cost.jobs >= 24
+    (True, True)
     """
-    return inheritable_thread_target(spark)(function)
+    context = spark.sparkContext._jsc.sc()
+    properties = context.getLocalProperties().clone()
+    tags = set(spark.getTags())
+
+    @functools.wraps(function)
+    def wrapped(*args, **kwargs):
+        context.setLocalProperties(properties.clone())
+        for tag in tags:
+            spark.addTag(tag)
+        return function(*args, **kwargs)
+
+    return wrapped
