@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from pathlib import Path
@@ -17,10 +18,14 @@ from seglake.core.config import DensityConfig, load_config
 from seglake.segmentation.density import allocate, density, worker_numba_cache
 from seglake.segmentation.density_fit import cluster_group, clustering_space
 from seglake.core.errors import SeglakeError
+from seglake.report.sections import ReportRun
+from seglake.report.segmentation import density_section
+from seglake.segmentation.score import score
 from seglake.segmentation.segment import segment
 from seglake.segmentation.surrogate import load_booster
 from seglake.segmentation.sweep import sweep
 from seglake.core.tables import Tables
+from seglake.serving.export import export_segmenter
 
 BLOB_SIZES = [700, 500, 400, 350, 250, 200]  # unequal groups, 2,400 entities
 FAST_UMAP = "n_neighbors: 15, n_components: 2, n_epochs: 200"
@@ -260,7 +265,8 @@ def test_depth_2_splits_the_planted_group_of_two_sub_groups_and_only_it(spark, t
     shallow = density_config(tmp_path, lakehouse, text % "")
     write_entities(spark, shallow, frame)
     density(spark, shallow, "d1")
-    deep = density_config(tmp_path, lakehouse, text % ", depth: 2")
+    deep = density_config(tmp_path, lakehouse, text % ", depth: 2", sweep="{k: 2, k_min: 2, k_max: 3}")
+    sweep(spark, deep, "d2")  # scoring and serving need the run's KMeans model
     result = density(spark, deep, "d2")
     tables = Tables.of(deep)
     one = read_clusters(spark, shallow, "d1").merge(frame[["entity_id", "truth"]], on="entity_id")
@@ -295,3 +301,24 @@ def test_depth_2_splits_the_planted_group_of_two_sub_groups_and_only_it(spark, t
     assert sorted(children["merged_into"]) == [1, 2] and (children["jaccard"] >= 0.85).all()
     manifest = json.loads((Path(tables.models("d2")) / "manifest-density.json").read_text())
     assert manifest["details"]["levels"]["2"][str(parent)]["classes"][-2:] == [1, 2]
+
+    # new rows follow the tree level by level: `seglake score` (Spark) and the Spark-free segmenter
+    # give the same path, and it is the training path wherever the surrogates carried the labels
+    batch = tmp_path / "batch.csv"
+    frame.drop(columns="truth").to_csv(batch, index=False)
+    score(spark, deep, "d2", str(batch), "s2")
+    scored = spark.read.format("delta").load(tables.gold("segments")).where("run_id = 's2'").toPandas()
+    scored = scored.sort_values("entity_id").reset_index(drop=True)
+    served = export_segmenter(spark, tables, "d2").predict(frame.drop(columns="truth"))
+    served = served.sort_values("entity_id").reset_index(drop=True)
+    assert scored["entity_id"].tolist() == served["entity_id"].tolist() == two["entity_id"].tolist()
+    assert (scored["cluster_path"] == served["cluster_path"]).mean() >= 0.999
+    assert (scored["cluster_2"].fillna(-9) == served["cluster_2"].fillna(-9)).mean() >= 0.999
+    assert (scored["cluster_path"] == two["cluster_path"]).mean() >= 0.97
+    assert set(served["cluster_path"]) >= {f"{parent}.1", f"{parent}.2"}
+    # the report draws the tree: the parent, its two children with their sizes, and its verdict
+    page = "".join(density_section(ReportRun(spark, deep, "d2")).parts)
+    for child in (1, 2):
+        size = int((two["cluster_path"] == f"{parent}.{child}").sum())
+        assert f"<td>\u2514 {parent}.{child}</td><td>{size:,}</td>" in page
+    assert html.escape(split["split_reason"]) in page

@@ -25,7 +25,7 @@ so re-running a run id never duplicates anything.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyspark import StorageLevel
@@ -44,7 +44,8 @@ from seglake.core.artifacts import DENSITY_MANIFEST, path_exists
 from seglake.segmentation.prepare import ENTITY_ID, FEATURES, filter_condition
 from seglake.segmentation.segment import assigned_distance, load_swept
 from seglake.core.stages import StageResult
-from seglake.segmentation.surrogate import predicted_cluster, saved_models
+from seglake.segmentation.density_levels import assign_levels
+from seglake.segmentation.surrogate import predicted_cluster, saved_levels, saved_models
 from seglake.segmentation.sweep import PREDICTION, cluster_centers
 from seglake.core.tables import Tables, read_run, record_run, write_run
 
@@ -77,6 +78,9 @@ class ScoringModel:
     surrogates: dict | None  # group → (XGBoost JSON bytes or None, classes); None: no density stage
     surrogate_features: list[str]
     group_by: str
+    depth: int = 1  # density levels (seed 004's recursion); the ones below the first:
+    levels: dict = field(default_factory=dict)  # level → parent path → file, classes
+    level_models: dict = field(default_factory=dict)  # file → XGBoost JSON bytes
 
     @property
     def features(self) -> list[str]:
@@ -104,10 +108,12 @@ def load_scoring_model(spark: SparkSession, tables: Tables, model_run: str) -> S
         raise SeglakeError(f"{folder}/manifest.json has no {', '.join(missing)}: model run {model_run} "
                            f"predates scoring; run its sweep stage again")
     surrogates, surrogate_features, group_by = None, [], "none"
+    depth, levels, level_models = 1, {}, {}
     if path_exists(spark, f"{folder}/{DENSITY_MANIFEST}"):
         surrogates, surrogate_features, group_by = saved_models(spark, folder, DENSITY_MANIFEST)
+        depth, levels, level_models = saved_levels(spark, folder, DENSITY_MANIFEST)
     return ScoringModel(model_run, manifest, transform, clustering, cluster_centers(clustering),
-                        surrogates, surrogate_features, group_by)
+                        surrogates, surrogate_features, group_by, depth, levels, level_models)
 
 
 # ---------------------------------------------------------------- reading a batch
@@ -295,12 +301,18 @@ def score_entities(entities: DataFrame, model: ScoringModel, run_id: str) -> Dat
         predicted = predicted_cluster(entities.sparkSession, model.surrogates, group,
                                       model.surrogate_features)
     distance = assigned_distance(vector_to_array(F.col(FEATURES)), F.col(PREDICTION), model.centers)
+    labelled = labelled.withColumn("_p", predicted)
+    levels = [f"cluster_{level}" for level in range(2, model.depth + 1)]
+    if levels:  # the levels below follow the first level's label, parent by parent
+        labelled = assign_levels(labelled, F.col("_p.cluster"), model.levels, model.level_models,
+                                 model.surrogate_features, model.depth)
     return labelled.select(
         F.lit(run_id).alias("run_id"), ENTITY_ID, segment.alias("segment"), distance.alias("distance"),
-        predicted.alias("_p"), F.col("_keep").alias("in_training_filter"),
+        "_p", F.col("_keep").alias("in_training_filter"), *(["cluster_path", *levels] if levels else []),
     ).select("run_id", ENTITY_ID, "segment", "distance", "_p.cluster", "_p.cluster_probability",
              F.lit(None).cast("double").alias("x"), F.lit(None).cast("double").alias("y"),
-             F.lit(model.run_id).alias("model_run"), "in_training_filter")
+             F.lit(model.run_id).alias("model_run"), "in_training_filter",
+             *(["cluster_path", *levels] if levels else []))
 
 
 # ---------------------------------------------------------------- the stage

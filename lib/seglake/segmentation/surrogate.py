@@ -64,6 +64,16 @@ def saved_models(spark: SparkSession, folder: str, manifest: str) -> tuple[dict,
     return models, list(details["features"]), details["group_by"]
 
 
+def saved_levels(spark: SparkSession, folder: str, manifest: str) -> tuple[int, dict, dict[str, bytes]]:
+    """A density run's depth, its manifest's ``levels`` (level → parent path → ``file``, ``classes``)
+    and the child surrogates' bytes by file, each checked against its sha256 (depth 1: no levels)."""
+    details = read_manifest(spark, folder, manifest, produced_by="density")["details"]
+    levels = details.get("levels", {})
+    files = {spec["file"] for parents in levels.values() for spec in parents.values() if spec["file"]}
+    return (int(details.get("depth", 1)), levels,
+            {name: verified_bytes(spark, folder, name, manifest) for name in sorted(files)})
+
+
 def load_booster(spark: SparkSession, folder: str, name: str, manifest: str):
     """Load the XGBoost JSON model ``name`` after checking its sha256 against ``manifest``.
 

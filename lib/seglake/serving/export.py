@@ -196,7 +196,8 @@ def export_segmenter(spark: SparkSession, tables: Tables, run_id: str) -> Segmen
                                f"{', '.join(missing)} are not features of the sweep")
         density = {"group_by": model.group_by, "features": model.surrogate_features,
                    "groups": {str(g): [int(c) for c in classes]
-                              for g, (_, classes) in sorted(model.surrogates.items())}}
+                              for g, (_, classes) in sorted(model.surrogates.items())},
+                   "depth": model.depth, "levels": model.levels}
         surrogates = {g: raw for g, (raw, _) in model.surrogates.items()}
     details.update({
         "run_id": run_id, "use_case": model.manifest.get("use_case"),
@@ -206,7 +207,8 @@ def export_segmenter(spark: SparkSession, tables: Tables, run_id: str) -> Segmen
         "manifest": model.manifest,
     })
     details["names"], details["descriptions"] = _names(spark, tables, run_id, density is not None)
-    return Segmenter(details, np.asarray(model.centers, dtype=np.float64), scale, surrogates)
+    return Segmenter(details, np.asarray(model.centers, dtype=np.float64), scale, surrogates,
+                     children=dict(model.level_models))
 
 
 def signature(segmenter: Segmenter):

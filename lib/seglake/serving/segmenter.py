@@ -151,6 +151,9 @@ class Segmenter:
         group → XGBoost JSON bytes (None for a group whose sample had a single label).
     threads : int
         XGBoost threads per prediction (1: a server answers many small requests at once).
+    children : dict
+        The child surrogates of a density run with ``depth`` above 1: file → XGBoost JSON bytes,
+        the files ``density["levels"]`` (level → parent path → ``file``, ``classes``) names.
 
     Examples
     --------
@@ -179,10 +182,12 @@ class Segmenter:
     scale: dict[str, np.ndarray] = field(default_factory=dict)
     surrogates: dict[int, bytes | None] = field(default_factory=dict)
     threads: int = 1
+    children: dict[str, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.centers = np.asarray(self.centers, dtype=np.float64)
         self._boosters = _boosters(self.details, self.surrogates, self.threads)
+        self._children = {name: _booster(raw, self.threads) for name, raw in self.children.items()}
         self._labels = {c: {label: i for i, label in enumerate(spec["labels"])}
                         for c, spec in self.details["categories"].items()}
         self._medians = np.array([self.details["medians"][f] for f in self.features], dtype=np.float64)
@@ -259,12 +264,16 @@ class Segmenter:
         distance = np.sqrt(((points - self.centers[segment]) ** 2).sum(axis=1))
         return segment.astype(np.int32), distance
 
+    def _surrogate_values(self, raw: np.ndarray) -> np.ndarray:
+        position = {f: i for i, f in enumerate(self.features)}
+        return np.ascontiguousarray(raw[:, [position[f] for f in self.details["density"]["features"]]],
+                                    dtype=np.float32)
+
     def clusters(self, raw: np.ndarray, segment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Surrogate cluster and probability per row (float32 features, like the Spark UDF)."""
         density = self.details["density"]
         groups = segment if density["group_by"] == "segment" else np.zeros(len(segment), dtype=np.int32)
-        position = {f: i for i, f in enumerate(self.features)}
-        values = np.ascontiguousarray(raw[:, [position[f] for f in density["features"]]], dtype=np.float32)
+        values = self._surrogate_values(raw)
         cluster = np.full(len(groups), NOISE, dtype=np.int32)
         probability = np.zeros(len(groups))
         for group in np.unique(groups):
@@ -279,6 +288,36 @@ class Segmenter:
             cluster[rows] = classes[best]
             probability[rows] = scores[np.arange(len(best)), best]
         return cluster, probability
+
+    def levels(self, raw: np.ndarray, cluster: np.ndarray) -> tuple[dict[int, pd.arrays.IntegerArray], list[str]]:
+        """The density levels below the first (``seglake score``'s ``cluster_2`` ..): level → child
+        per row (null where the row's parent was not split), and each row's ``cluster_path``.
+
+        A row reaches a child only through its parent: at each level its path so far picks the
+        parent's child surrogate in ``density["levels"]``.
+        """
+        density = self.details["density"]
+        values = self._surrogate_values(raw)
+        paths = np.array([str(c) for c in cluster.tolist()], dtype=object)
+        children = {}
+        for level in range(2, int(density.get("depth", 1)) + 1):
+            child = np.zeros(len(paths), dtype=np.int64)
+            known = np.zeros(len(paths), dtype=bool)
+            for parent, spec in density.get("levels", {}).get(str(level), {}).items():
+                rows = paths == parent
+                if not rows.any():
+                    continue
+                classes = np.asarray(spec["classes"], dtype=np.int64)
+                if spec["file"] is None:
+                    child[rows] = classes[0]
+                else:
+                    child[rows] = classes[self._children[spec["file"]].inplace_predict(values[rows]).argmax(axis=1)]
+                known |= rows
+            children[level] = pd.array(np.where(known, child, 0), dtype="Int32")
+            children[level][~known] = pd.NA
+            deeper = known & (child > 0)
+            paths = np.where(deeper, paths + "." + child.astype(str), paths)
+        return children, paths.tolist()
 
     def in_filter(self, raw: np.ndarray) -> np.ndarray:
         """The training filter's verdict: every bounded feature within [min, max], null fails."""
@@ -339,7 +378,16 @@ class Segmenter:
             out["cluster_probability"] = probability
             out["cluster_name"] = [cluster_names.get(str(c), str(c)) for c in cluster.tolist()]
         out["in_training_filter"] = self.in_filter(raw)
-        return out[[ENTITY_ID] * (ENTITY_ID in out.columns) + OUTPUT_COLUMNS]
+        levels = []
+        if self.details["density"] is not None and int(self.details["density"].get("depth", 1)) > 1:
+            children, paths = self.levels(raw, cluster)
+            out["cluster_path"] = paths
+            for level, child in children.items():
+                out[f"cluster_{level}"] = child
+            path_names = names.get("cluster_path", {})
+            out["cluster_path_name"] = [path_names.get(p, cluster_names.get(p, p)) for p in paths]
+            levels = ["cluster_path", *(f"cluster_{level}" for level in children), "cluster_path_name"]
+        return out[[ENTITY_ID] * (ENTITY_ID in out.columns) + OUTPUT_COLUMNS + levels]
 
     # ------------------------------------------------------------ files
 
@@ -380,6 +428,7 @@ class Segmenter:
         for group, raw in sorted(self.surrogates.items()):
             if raw is not None:
                 files[f"surrogate-{group}.json"] = bytes(raw)
+        files.update({name: bytes(raw) for name, raw in sorted(self.children.items())})
         for name, data in files.items():
             (folder / name).write_bytes(data)
         body = {"files": {name: _sha256(data) for name, data in sorted(files.items())},
@@ -418,10 +467,13 @@ class Segmenter:
             centers = arrays["centers"]
             scale = {k.removeprefix("scale_"): arrays[k] for k in arrays.files if k.startswith("scale_")}
         surrogates: dict[int, bytes | None] = {}
+        children: dict[str, bytes] = {}
         if details.get("density") is not None:
             for group in details["density"]["groups"]:
                 surrogates[int(group)] = data.get(f"surrogate-{group}.json")
-        return cls(details, centers, scale, surrogates, threads)
+            for parents in details["density"].get("levels", {}).values():
+                children.update({spec["file"]: data[spec["file"]] for spec in parents.values() if spec["file"]})
+        return cls(details, centers, scale, surrogates, threads, children)
 
 
 def _boosters(details: dict[str, Any], surrogates: dict[int, bytes | None],
@@ -433,12 +485,17 @@ def _boosters(details: dict[str, Any], surrogates: dict[int, bytes | None],
 
     loaded = {}
     for group, classes in details["density"]["groups"].items():
-        raw, booster = surrogates.get(int(group)), None
-        if raw is not None:
-            booster = xgb.Booster(model_file=bytearray(raw))
-            booster.set_param({"nthread": threads})
-        loaded[int(group)] = (booster, np.asarray(classes, dtype=np.int32))
+        raw = surrogates.get(int(group))
+        loaded[int(group)] = (None if raw is None else _booster(raw, threads), np.asarray(classes, dtype=np.int32))
     return loaded
+
+
+def _booster(raw: bytes, threads: int):
+    import xgboost as xgb
+
+    booster = xgb.Booster(model_file=bytearray(raw))
+    booster.set_param({"nthread": threads})
+    return booster
 
 
 # ---------------------------------------------------------------- the MLflow pyfunc
