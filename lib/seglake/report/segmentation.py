@@ -333,8 +333,54 @@ def segment_stability_section(run: ReportRun) -> Rendered:
     return Rendered([section("Segment stability", body)], 1)
 
 
+def cluster_tree(sizes: pd.DataFrame, quality: pd.DataFrame | None) -> pd.DataFrame:
+    """The density levels as an indented tree: one row per node (a first-level cluster or a child a
+    kept split made), its entities below it, and the verdict on splitting it.
+
+    Parameters
+    ----------
+    sizes : pandas.DataFrame
+        ``cluster_path`` (the deepest node each entity reached) and ``count``.
+    quality : pandas.DataFrame or None
+        ``gold/cluster_quality``: the rows with ``level`` above 1 name the parents tried
+        (``parent``, ``split_kept``, ``split_reason``).
+
+    Examples
+    --------
+    >>> sizes = pd.DataFrame({"cluster_path": ["1", "2.1", "2.2", "2", "-1"], "count": [50, 30, 15, 5, 10]})
+    >>> quality = pd.DataFrame({"level": [1, 2, 2], "parent": [None, "1", "2"],
+    ...                         "split_kept": [None, False, True], "split_reason": [None, "1 stable", "2 stable"]})
+    >>> for row in cluster_tree(sizes, quality).itertuples(index=False):
+    ...     print(row.node, row.entities, round(row.share, 2), row.split or "-")
+    -1 10 0.09 -
+    1 50 0.45 1 stable
+    2 50 0.45 2 stable
+    \u2514 2.1 30 0.27 -
+    \u2514 2.2 15 0.14 -
+    """
+    def node_key(path: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in path.split("."))
+
+    leaves = dict(zip(sizes["cluster_path"].astype(str), sizes["count"].astype(int)))
+    totals: dict[str, int] = {}
+    for path, count in leaves.items():  # a node holds its own leaf rows and all its descendants'
+        parts = path.split(".")
+        for depth in range(1, len(parts) + 1):
+            node = ".".join(parts[:depth])
+            totals[node] = totals.get(node, 0) + count
+    verdicts: dict[str, str] = {}
+    if quality is not None and "level" in quality.columns:
+        tried = quality[quality["level"].fillna(1).astype(int) > 1]
+        verdicts = {str(r.parent): str(r.split_reason) for r in tried.itertuples()}
+    everyone = sum(leaves.values())
+    rows = [("└ " * (len(node.split(".")) - 1) + node, totals[node], totals[node] / everyone,
+             verdicts.get(node, "")) for node in sorted(totals, key=node_key)]
+    return pd.DataFrame(rows, columns=["node", "entities", "share", "split"])
+
+
 def density_section(run: ReportRun) -> Rendered:
-    """The 2-D map of at most :data:`MAP_POINTS` sampled entities and the surrogate's fidelity."""
+    """The 2-D map of at most :data:`MAP_POINTS` sampled entities, the surrogate's fidelity and, at
+    ``density.depth`` above 1, the tree of clusters and children (:func:`cluster_tree`)."""
     clusters = run.rows(run.tables.gold("clusters"))
     points = None
     if clusters is not None:
@@ -344,6 +390,10 @@ def density_section(run: ReportRun) -> Rendered:
         return Rendered([section("Density clusters", missing("the density stage"))], 0)
     quality = run.gold("cluster_quality")
     body = figure_html(map_figure(points)) + (table_html(quality) if quality is not None else "")
+    if "cluster_2" in clusters.columns:  # one row per node: as many as the levels made, not entities
+        sizes = clusters.groupBy("cluster_path").count().toPandas()
+        body += ("<h3>The cluster tree (density.depth levels; a child is a kept split of its parent)</h3>"
+                 + table_html(cluster_tree(sizes, quality)))
     stability_body, charts = stability_html(run)
     return Rendered([section("Density clusters and surrogate fidelity", body + stability_body)], 1 + charts)
 
