@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from pyspark.sql import functions as F
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
@@ -19,12 +20,13 @@ from seglake.segmentation.density import allocate, density, worker_numba_cache
 from seglake.segmentation.density_fit import cluster_group, clustering_space
 from seglake.core.errors import SeglakeError
 from seglake.report.sections import ReportRun
-from seglake.report.segmentation import density_section
+from seglake.report.segmentation import density_section, explain_section
 from seglake.segmentation.score import score
+from seglake.segmentation.explain import explain
 from seglake.segmentation.segment import segment
 from seglake.segmentation.surrogate import load_booster
 from seglake.segmentation.sweep import sweep
-from seglake.core.tables import Tables
+from seglake.core.tables import Tables, read_run
 from seglake.serving.export import export_segmenter
 
 BLOB_SIZES = [700, 500, 400, 350, 250, 200]  # unequal groups, 2,400 entities
@@ -302,6 +304,23 @@ def test_depth_2_splits_the_planted_group_of_two_sub_groups_and_only_it(spark, t
     manifest = json.loads((Path(tables.models("d2")) / "manifest-density.json").read_text())
     assert manifest["details"]["levels"]["2"][str(parent)]["classes"][-2:] == [1, 2]
 
+    # each child is explained against its sibling within the parent, named, and described against
+    # the parent's medians; names are unique among the clusters and children of the run
+    explained = explain(spark, deep, "d2")
+    described = read_run(spark, tables.gold("descriptions"), "d2").toPandas()
+    kids = described[described["kind"] == "subcluster"].set_index("path")
+    assert sorted(kids.index) == [f"{parent}.1", f"{parent}.2"]
+    assert described["name"].is_unique and kids["name"].str.len().min() > 0
+    for path, row in kids.iterrows():
+        assert row["description"].startswith(f"Cluster {path} — ") and f"of cluster {parent}:" in row["description"]
+        assert f"cluster {parent}'s" in row["description"] or f"in cluster {parent}" in row["description"]
+        assert 0.3 <= row["share"] <= 0.7  # the two sub-groups are halves of the parent
+    f1 = read_run(spark, tables.gold("explanations"), "d2").where("kind = 'subcluster'").groupBy("path").agg(
+        F.max("f1").alias("f1")).toPandas()
+    assert len(f1) == 2 and (f1["f1"] >= 0.9).all()
+    assert any(name["path"] == f"{parent}.1" for name in explained.details["names"])
+    assert (Path(tables.models("d2")) / "explain" / f"cluster-{parent}.1.json").exists()
+
     # new rows follow the tree level by level: `seglake score` (Spark) and the Spark-free segmenter
     # give the same path, and it is the training path wherever the surrogates carried the labels
     batch = tmp_path / "batch.csv"
@@ -316,9 +335,14 @@ def test_depth_2_splits_the_planted_group_of_two_sub_groups_and_only_it(spark, t
     assert (scored["cluster_2"].fillna(-9) == served["cluster_2"].fillna(-9)).mean() >= 0.999
     assert (scored["cluster_path"] == two["cluster_path"]).mean() >= 0.97
     assert set(served["cluster_path"]) >= {f"{parent}.1", f"{parent}.2"}
+    for path, row in kids.iterrows():  # the served rows carry the children's names
+        assert set(served.loc[served["cluster_path"] == path, "cluster_path_name"]) == {row["name"]}
     # the report draws the tree: the parent, its two children with their sizes, and its verdict
     page = "".join(density_section(ReportRun(spark, deep, "d2")).parts)
     for child in (1, 2):
         size = int((two["cluster_path"] == f"{parent}.{child}").sum())
         assert f"<td>\u2514 {parent}.{child}</td><td>{size:,}</td>" in page
     assert html.escape(split["split_reason"]) in page
+    page = "".join(explain_section(ReportRun(spark, deep, "d2")).parts)
+    for path, row in kids.iterrows():
+        assert html.escape(f'Cluster {path} "{row["name"]}"') in page

@@ -103,7 +103,7 @@ def test_each_archetype_is_explained_by_the_features_that_generate_it(spark, tmp
         assert set(phrases[:len(generating)]) == {f"{d[:-2]} {f}" for f, d in generating.items()}, names
     assert f'Cluster 2 "{names[("cluster", 2)]}" — ' in printed, names
     assert f'Cluster 1 "{names[("cluster", 1)]}"' in result.message
-    assert result.details["names"][0] == {"kind": "cluster", "target": 0, "name": names[("cluster", 0)]}
+    assert result.details["names"][0] == {"kind": "cluster", "target": 0, "path": "0", "name": names[("cluster", 0)]}
 
     folder = tables.models("x1")
     manifest = json.loads(open(f"{folder}/manifest-explain.json").read())

@@ -479,11 +479,12 @@ def collect(
 def _explain_metrics(spark: SparkSession, tables: Tables, run_id: str, record: Record) -> None:
     rows = read_run(spark, tables.gold("explanations"), run_id)
     if rows is not None:
-        targets = rows.select("kind", "target", "precision", "recall", "f1").distinct().collect()
+        path = F.col("path") if "path" in rows.columns else F.lit(None).cast("string")
+        targets = rows.select("kind", "target", path.alias("path"), "precision", "recall", "f1").distinct().collect()
         for kind in sorted({row["kind"] for row in targets}):
             scores = [row for row in targets if row["kind"] == kind]
-            for row in scores:
-                name = "noise" if row["target"] == -1 else str(row["target"])
+            for row in scores:  # a child of a density split by its path: explain.subcluster.3.1.f1
+                name = "noise" if row["target"] == -1 else str(row["path"] if kind == "subcluster" else row["target"])
                 for metric in ("precision", "recall", "f1"):
                     record.metric(f"explain.{kind}.{name}.{metric}", row[metric])
             f1 = [row["f1"] for row in scores if row["f1"] is not None]
@@ -496,7 +497,8 @@ def _explain_metrics(spark: SparkSession, tables: Tables, run_id: str, record: R
         if "name" in descriptions.columns:  # absent from runs explained before names existed
             for row in record.tables["tables/descriptions.json"].itertuples():
                 if isinstance(row.name, str):
-                    record.tags[f"seglake.name.{row.kind}.{row.target}"] = row.name
+                    key = row.path if row.kind == "subcluster" else row.target
+                    record.tags[f"seglake.name.{row.kind}.{key}"] = row.name
 
 
 def _artifacts(config: SeglakeConfig, run_id: str, recorded: list[str], record: Record,

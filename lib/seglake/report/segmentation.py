@@ -27,7 +27,7 @@ from seglake.report.html import (
     table_html,
 )
 from seglake.report.sections import Rendered, ReportRun, Section
-from seglake.segmentation.names import heading
+from seglake.segmentation.names import SUBCLUSTER, heading
 
 MAP_POINTS = 20_000  # plotted sample points: enough to see every cluster, light enough for a browser
 GOLD_TABLES = ("sweep", "runs", "profiles", "cluster_quality", "explanations", "descriptions")
@@ -378,6 +378,22 @@ def cluster_tree(sizes: pd.DataFrame, quality: pd.DataFrame | None) -> pd.DataFr
     return pd.DataFrame(rows, columns=["node", "entities", "share", "split"])
 
 
+def node_names(descriptions: pd.DataFrame | None) -> dict[str, str]:
+    """Cluster path → the explain stage's name (first-level clusters by id, children by path).
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"kind": ["cluster", "subcluster", "segment"], "target": [3, 1, 3],
+    ...                      "path": ["3", "3.1", None], "name": ["night owls", "early birds", "fans"]})
+    >>> node_names(rows)
+    {'3': 'night owls', '3.1': 'early birds'}
+    """
+    if descriptions is None or "name" not in descriptions or "path" not in descriptions:
+        return {}
+    rows = descriptions[descriptions["kind"].isin(["cluster", SUBCLUSTER]) & descriptions["path"].notna()]
+    return dict(zip(rows["path"].astype(str), rows["name"]))
+
+
 def density_section(run: ReportRun) -> Rendered:
     """The 2-D map of at most :data:`MAP_POINTS` sampled entities, the surrogate's fidelity and, at
     ``density.depth`` above 1, the tree of clusters and children (:func:`cluster_tree`)."""
@@ -392,8 +408,12 @@ def density_section(run: ReportRun) -> Rendered:
     body = figure_html(map_figure(points)) + (table_html(quality) if quality is not None else "")
     if "cluster_2" in clusters.columns:  # one row per node: as many as the levels made, not entities
         sizes = clusters.groupBy("cluster_path").count().toPandas()
+        tree = cluster_tree(sizes, quality)
+        named = node_names(run.gold("descriptions"))
+        if named:  # the explain stage's names beside the nodes
+            tree["name"] = [named.get(node.split(" ")[-1], "") for node in tree["node"]]
         body += ("<h3>The cluster tree (density.depth levels; a child is a kept split of its parent)</h3>"
-                 + table_html(cluster_tree(sizes, quality)))
+                 + table_html(tree))
     stability_body, charts = stability_html(run)
     return Rendered([section("Density clusters and surrogate fidelity", body + stability_body)], 1 + charts)
 
@@ -431,10 +451,12 @@ def explain_section(run: ReportRun) -> Rendered:
         scores = part.iloc[0] if len(part) else None
         score_text = (f"F1 {scores['f1']:.2f} (precision {scores['precision']:.2f}, recall "
                       f"{scores['recall']:.2f})" if scores is not None else "")
-        if (row.kind, int(row.target)) in stability:
+        path = getattr(row, "path", None)
+        key = (row.kind, path if row.kind == SUBCLUSTER else int(row.target))
+        if key in stability:
             score_text += ("; " if score_text else "") + (
-                f"stability {stability[row.kind, int(row.target)]:.2f} (mean Jaccard over the refits)")
-        title = heading(row.kind, row.target, getattr(row, "name", None))
+                f"stability {stability[key]:.2f} (mean Jaccard over the refits)")
+        title = heading(row.kind, row.target, getattr(row, "name", None), path)
         chart = figure_html(shap_figure(part, title)) if len(part) else ""
         charts += 1 if len(part) else 0
         blocks.append(f"<div class='explain'><div class='text'><h3 class='name'>{html.escape(title)}</h3>"
@@ -443,17 +465,22 @@ def explain_section(run: ReportRun) -> Rendered:
     return Rendered([section("Why each group exists (one-vs-rest XGBoost + SHAP)", "".join(blocks))], charts)
 
 
-def target_stability(run: ReportRun) -> dict[tuple[str, int], float]:
+def target_stability(run: ReportRun) -> dict[tuple[str, int | str], float]:
     """(kind, id) → the mean Jaccard over the refits of each segment (``gold/segment_stability``)
     and each stable density cluster (``gold/cluster_stability``: a stable cluster keeps its HDBSCAN
-    id, the unstable ones merged into it are not counted)."""
-    found: dict[tuple[str, int], float] = {}
+    id, the unstable ones merged into it are not counted); a stable child of a kept split is
+    (``subcluster``, its path)."""
+    found: dict[tuple[str, int | str], float] = {}
     segments, clusters = run.gold("segment_stability"), run.gold("cluster_stability")
     if segments is not None:
         found.update({("segment", int(s)): float(j) for s, j in zip(segments["segment"], segments["jaccard"])})
     if clusters is not None:
         stable = clusters[clusters["stable"].fillna(False).astype(bool)]
-        found.update({("cluster", int(c)): float(j) for c, j in zip(stable["hdbscan_cluster"], stable["jaccard"])})
+        level = stable["level"].fillna(1).astype(int) if "level" in stable else pd.Series(1, stable.index)
+        first, below = stable[level == 1], stable[level > 1]
+        found.update({("cluster", int(c)): float(j) for c, j in zip(first["hdbscan_cluster"], first["jaccard"])})
+        found.update({(SUBCLUSTER, f"{p}.{int(c)}"): float(j)
+                      for p, c, j in zip(below["parent"], below["merged_into"], below["jaccard"])})
     return found
 
 

@@ -25,9 +25,12 @@ Steps of :func:`explain` (config section ``explain``):
    original units and its ratio to the overall median (population medians, ``percentile_approx``):
    ratio ≥ 4 "very high", ≥ 1.25 "high", < 0.25 "very low", < 0.8 "low", otherwise "typical"
    (a difference instead of a ratio when the overall median is not positive).
+7. With ``density.depth`` above 1, every child of a kept split (``cluster_path`` ``"3.1"``) is a
+   target too, explained against its siblings within its parent and described against its parent's
+   medians (:mod:`seglake.segmentation.explain_levels`).
 
 Writes ``gold/explanations``, ``gold/descriptions`` (a name and a sentence per target) and
-``models/<run_id>/explain/<kind>-<target>.json``
+``models/<run_id>/explain/<kind>-<target>.json`` (``cluster-<path>.json`` for a child)
 with ``manifest-explain.json`` (sha256 per file).
 """
 
@@ -44,8 +47,9 @@ from pyspark.sql import types as T
 
 from seglake.core.config import ExplainConfig, SeglakeConfig
 from seglake.segmentation.density import feature_columns, stratified_sample
+from seglake.segmentation.explain_levels import child_profile, member_of
 from seglake.segmentation.tasks import apply_per_key
-from seglake.segmentation.names import heading, name_targets, overrides, strong
+from seglake.segmentation.names import SUBCLUSTER, heading, name_targets, overrides, strong, title
 from seglake.core.errors import SeglakeError
 from seglake.core.stages import StageResult
 from seglake.core.artifacts import EXPLAIN_MANIFEST, write_manifest
@@ -64,9 +68,9 @@ TARGET_SCHEMA = T.StructType([
 ])
 EXPLANATIONS_SCHEMA = ("run_id string, kind string, target int, feature string, mean_abs_shap double, "
                        "direction string, rank int, precision double, recall double, f1 double, "
-                       "size long, share double")
+                       "size long, share double, path string")
 DESCRIPTIONS_SCHEMA = ("run_id string, kind string, target int, name string, size long, share double, "
-                       "description string")
+                       "description string, path string")
 WORDS = ((4.0, "very high"), (1.25, "high"), (0.8, "typical"), (0.25, "low"))
 
 
@@ -168,7 +172,8 @@ def explain_targets(crossed: DataFrame, features: list[str], settings: ExplainCo
 
 
 def explanation_rows(targets: pd.DataFrame, sizes: pd.DataFrame) -> pd.DataFrame:
-    """Long table: one row per (kind, target, feature) with its rank, metrics, size and share.
+    """Long table: one row per (kind, target, feature) with its rank, metrics, size and share (and
+    ``path`` when ``sizes`` has it).
 
     Examples
     --------
@@ -187,7 +192,7 @@ def explanation_rows(targets: pd.DataFrame, sizes: pd.DataFrame) -> pd.DataFrame
                     .rank(method="first", ascending=False).astype("int32"))
     long = long.merge(sizes, on=["kind", "target"])
     columns = ["kind", "target", "feature", "mean_abs_shap", "direction", "rank",
-               "precision", "recall", "f1", "size", "share"]
+               "precision", "recall", "f1", "size", "share", *(["path"] if "path" in sizes else [])]
     return long[columns].sort_values(["kind", "target", "rank"]).reset_index(drop=True)
 
 
@@ -208,8 +213,9 @@ def human(value: float) -> str:
     return f"{value:.3g}" if size >= 0.001 or value == 0 else f"{value:.2e}"
 
 
-def word(median: float, overall: float) -> tuple[str, str]:
-    """The word for a target median against the overall median, and the comparison in brackets.
+def word(median: float, overall: float, against: str | None = None) -> tuple[str, str]:
+    """The word for a target median against the overall median (or ``against``'s, a parent
+    cluster's), and the comparison in brackets.
 
     Examples
     --------
@@ -219,18 +225,22 @@ def word(median: float, overall: float) -> tuple[str, str]:
     ('typical', 'median 1, 0.91× the overall 1.1')
     >>> word(5, 0)  # no ratio to a median that is not positive
     ('high', 'median 5 vs 0 overall')
+    >>> word(300, 60, "cluster 3")
+    ('very high', "median 300, 5× cluster 3's 60")
     """
     if overall > 0 and median >= 0:
         ratio = median / overall
         label = next((w for limit, w in WORDS if ratio >= limit), "very low")
         times = f"{ratio:.0f}×" if ratio >= 10 else f"{ratio:.2g}×"
-        return label, f"median {human(median)}, {times} the overall {human(overall)}"
+        reference = f"{against}'s" if against else "the overall"
+        return label, f"median {human(median)}, {times} {reference} {human(overall)}"
     label = "typical" if median == overall else ("high" if median > overall else "low")
-    return label, f"median {human(median)} vs {human(overall)} overall"
+    return label, f"median {human(median)} vs {human(overall)} {f'in {against}' if against else 'overall'}"
 
 
-def describe(ranked: pd.DataFrame, medians: pd.DataFrame, overall: dict[str, dict[str, float]],
-             top_features: int, noun: str) -> pd.DataFrame:
+def describe(ranked: pd.DataFrame, medians: pd.DataFrame, overall: dict[str, float],
+             top_features: int, noun: str,
+             parents: dict[tuple[str, int], tuple[str, dict[str, float]]] | None = None) -> pd.DataFrame:
     """One sentence per target from its ``top_features`` best-ranked features.
 
     Parameters
@@ -244,6 +254,9 @@ def describe(ranked: pd.DataFrame, medians: pd.DataFrame, overall: dict[str, dic
     top_features : int
     noun : str
         What an entity is called ("accounts").
+    parents : dict, optional
+        (kind, target) of a child → its parent's label ("cluster 3") and feature medians: its
+        share and medians are then given against the parent's (its ``path`` names it).
 
     Returns
     -------
@@ -266,13 +279,15 @@ def describe(ranked: pd.DataFrame, medians: pd.DataFrame, overall: dict[str, dic
     for (kind, target), rows in merged.groupby(["kind", "target"], sort=True):
         # a feature with under a tenth of the best one's mean |SHAP| barely moves the model: leave it out
         top = rows[(rows["rank"] <= top_features) & strong(rows["mean_abs_shap"])].sort_values("rank")
+        against, reference = (parents or {}).get((kind, int(target)), (None, overall))
         parts = []
         for item in top.itertuples():
-            label, detail = word(float(item.median), float(overall[item.feature]))
+            label, detail = word(float(item.median), float(reference[item.feature]), against)
             parts.append(f"{label} {item.feature} ({detail})")
         first = rows.iloc[0]
         what = "; ".join(parts) if parts else "no feature sets it apart"
-        sentence = f"{kind.capitalize()} {target} — {first['share']:.1%} of {noun}: {what}"
+        head = title(kind, int(target), first["path"] if "path" in rows else None)
+        sentence = f"{head} — {first['share']:.1%} of {against or noun}: {what}"
         lines.append({"kind": kind, "target": int(target), "size": int(first["size"]),
                       "share": float(first["share"]), "description": sentence})
     return pd.DataFrame(lines, columns=["kind", "target", "size", "share", "description"])
@@ -282,13 +297,15 @@ def describe(ranked: pd.DataFrame, medians: pd.DataFrame, overall: dict[str, dic
 
 
 def _run_labels(spark: SparkSession, tables: Tables, run_id: str) -> tuple[DataFrame | None, list[str]]:
-    """``entity_id`` with ``cluster`` and/or ``segment`` of this run, and which kinds exist."""
+    """``entity_id`` with ``cluster`` (and ``cluster_path``) and/or ``segment`` of this run, and
+    which kinds exist."""
     labels, kinds = None, []
     for kind, table in (("cluster", "clusters"), ("segment", "segments")):
         found = read_run(spark, tables.gold(table), run_id)
         if found is None:
             continue
-        rows = found.select(F.col("entity_id").cast("string"), F.col(kind).cast("int"))
+        levels = [F.col("cluster_path")] if kind == "cluster" and "cluster_path" in found.columns else []
+        rows = found.select(F.col("entity_id").cast("string"), F.col(kind).cast("int"), *levels)
         kinds.append(kind)
         labels = rows if labels is None else labels.join(rows, "entity_id", "full")
     return labels, kinds
@@ -334,7 +351,8 @@ def profile(population: DataFrame, features: list[str]) -> pd.DataFrame:
 def _crossed_sample(population: DataFrame, sizes: pd.DataFrame, chosen: pd.DataFrame,
                     population_rows: int, settings: ExplainConfig) -> DataFrame:
     """The bounded sample, stratified by cluster (else segment), crossed with the chosen targets
-    and labelled ``is_target``; rows without a label of the target's kind are left out."""
+    and labelled ``is_target``; rows without a label of the target's kind are left out, and a
+    child's rows are its parent's members."""
     stratum = "cluster" if (sizes["kind"] == "cluster").any() else "segment"
     strata = sizes[sizes["kind"] == stratum].set_index("target")["size"].to_dict()
     unlabelled = population_rows - sum(strata.values())
@@ -343,18 +361,49 @@ def _crossed_sample(population: DataFrame, sizes: pd.DataFrame, chosen: pd.DataF
     sample, _ = stratified_sample(population.withColumn("_stratum", F.coalesce(stratum, F.lit(-2))),
                                   "_stratum", settings.sample_size, settings.seed, strata)
     target_ids = population.sparkSession.createDataFrame(
-        chosen[["kind", "target"]].astype({"target": "int32"}))
+        chosen[["kind", "target", "path", "parent"]].astype({"target": "int32"}),
+        "kind string, target int, path string, parent string")
+    child = F.col("kind") == SUBCLUSTER  # a child's rest is its parent's other members
+    label = F.when(F.col("kind") == "cluster", F.col("cluster")).otherwise(F.col("segment"))
     return (sample.crossJoin(F.broadcast(target_ids))
-            .withColumn("_label", F.when(F.col("kind") == "cluster", F.col("cluster"))
-                        .otherwise(F.col("segment")))
-            .where(F.col("_label").isNotNull())
-            .withColumn("is_target", F.col("_label") == F.col("target")))
+            .where(F.when(child, F.coalesce(member_of(F.col("cluster_path"), F.col("parent")), F.lit(False)))
+                   .otherwise(label.isNotNull()))
+            .withColumn("is_target", F.when(child, member_of(F.col("cluster_path"), F.col("path")))
+                        .otherwise(label == F.col("target"))))
 
 
 def _first(items: list[str], shown: int = 8) -> str:
     """The first ``shown`` items, and how many more there are."""
     more = f", … ({len(items) - shown} more)" if len(items) > shown else ""
     return ", ".join(items[:shown]) + more
+
+
+def _model_name(kind: str, target: int, path: str | None) -> str:
+    """A target's model file under ``explain/``: ``cluster-3``, ``segment-0``, a child ``cluster-3.1``."""
+    return f"cluster-{path}" if kind == SUBCLUSTER else f"{kind}-{target}"
+
+
+def _children(population: DataFrame, features: list[str], profiles: pd.DataFrame, sizes: pd.DataFrame,
+              medians: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """``sizes`` and ``medians`` with the tree's children added (kind ``subcluster``, share of the
+    parent), and each child's parent label and medians for :func:`describe`."""
+    children = child_profile(population, features)
+    if children.empty:
+        return sizes, medians, {}
+    clusters = profiles[profiles["kind"] == "cluster"]
+    node_size = {**{str(int(t)): int(n) for t, n in zip(clusters["target"], clusters["size"])},
+                 **dict(zip(children["path"], children["size"].astype("int64")))}
+    node_medians = {**{str(int(r["target"])): r[features].astype("float64").to_dict() for _, r in clusters.iterrows()},
+                    **{r["path"]: r[features].astype("float64").to_dict() for _, r in children.iterrows()}}
+    kids = children[["target", "size", "path", "parent"]].assign(kind=SUBCLUSTER).astype(
+        {"target": "int64", "size": "int64"})
+    kids["share"] = kids["size"] / kids["parent"].map(node_size)
+    parents = {(SUBCLUSTER, int(r.target)): (f"cluster {r.parent}", node_medians[r.parent])
+               for r in kids.itertuples()}
+    child_medians = (children[["target", *features]].assign(kind=SUBCLUSTER).astype({"target": "int64"})
+                     .melt(id_vars=["kind", "target"], var_name="feature", value_name="median"))
+    return (pd.concat([sizes, kids[sizes.columns]], ignore_index=True),
+            pd.concat([medians, child_medians], ignore_index=True), parents)
 
 
 def explain(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResult:
@@ -393,14 +442,25 @@ def explain(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
     for kind in ("cluster", "segment"):
         if kind not in kinds:
             population = population.withColumn(kind, F.lit(None).cast("int"))
+    levels = "cluster_path" in population.columns  # density.depth > 1: the tree's children too
+    if not levels:
+        population = population.withColumn("cluster_path", F.lit(None).cast("string"))
     profiles = profile(population, features)
     population_rows = int(profiles.loc[profiles["kind"] == "overall", "size"].iloc[0])
     sizes = (profiles.loc[profiles["kind"] != "overall", ["kind", "target", "size"]]
              .astype({"target": "int64", "size": "int64"}).sort_values(["kind", "target"]))
     sizes["share"] = sizes["size"] / sizes.groupby("kind")["size"].transform("sum")
+    sizes["path"] = [str(t) if k == "cluster" else None for k, t in zip(sizes["kind"], sizes["target"])]
+    sizes["parent"] = None
+    medians = (profiles[profiles["kind"] != "overall"].drop(columns="size").astype({"target": "int64"})
+               .melt(id_vars=["kind", "target"], var_name="feature", value_name="median"))
+    overall = profiles.loc[profiles["kind"] == "overall", features].iloc[0].astype("float64").to_dict()
+    sizes, medians, parents = _children(population, features, profiles, sizes, medians) if levels \
+        else (sizes, medians, {})
+    called = {(r.kind, int(r.target)): title(r.kind, int(r.target), r.path).lower() for r in sizes.itertuples()}
     chosen = sizes[(sizes["size"] >= settings.min_cluster_size)
                    & ~((sizes["kind"] == "cluster") & (sizes["target"] == NOISE))]
-    skipped = [f"{r.kind} {r.target} ({r.size} < {settings.min_cluster_size})"
+    skipped = [f"{called[r.kind, r.target]} ({r.size} < {settings.min_cluster_size})"
                for r in sizes.itertuples() if r.size < settings.min_cluster_size and r.target != NOISE]
     if chosen.empty:
         raise SeglakeError(f"run {run_id}: no cluster or segment has explain.min_cluster_size "
@@ -411,28 +471,28 @@ def explain(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
     targets = explain_targets(crossed, features, settings,
                               [(r.kind, int(r.target)) for r in chosen.itertuples()])
     failed = targets[targets["model"].isna()]
-    skipped += [f"{r.kind} {r.target} (only {r.positives} in the sample)" for r in failed.itertuples()]
+    skipped += [f"{called[r.kind, r.target]} (only {r.positives} in the sample)" for r in failed.itertuples()]
     targets = targets.dropna(subset=["model"])
 
     ranked = explanation_rows(targets, sizes)
-    medians = (profiles[profiles["kind"] != "overall"].drop(columns="size").astype({"target": "int64"})
-               .melt(id_vars=["kind", "target"], var_name="feature", value_name="median"))
-    overall = profiles.loc[profiles["kind"] == "overall", features].iloc[0].astype("float64").to_dict()
     worded = ranked.merge(medians, on=["kind", "target", "feature"], how="left")
-    worded["word"] = [word(float(m), float(overall[f]))[0]  # the sentence's word steers the name's
-                      for f, m in zip(worded["feature"], worded["median"])]
-    descriptions = describe(ranked, medians, overall, settings.top_features, settings.noun).merge(
-        name_targets(worded, settings, run_id), on=["kind", "target"])
-    files = {f"explain/{r.kind}-{r.target}.json": bytes(r.model) for r in targets.itertuples()}
+    worded["word"] = [word(float(m), float(parents.get((k, int(t)), (None, overall))[1][f]))[0]
+                      for k, t, f, m in zip(worded["kind"], worded["target"], worded["feature"],
+                                            worded["median"])]  # the sentence's word steers the name's
+    descriptions = (describe(ranked, medians, overall, settings.top_features, settings.noun, parents)
+                    .merge(name_targets(worded, settings, run_id), on=["kind", "target"])
+                    .merge(sizes[["kind", "target", "path"]], on=["kind", "target"]))
+    files = {f"explain/{_model_name(r.kind, r.target, r.path)}.json": bytes(r.model)
+             for r in targets.merge(sizes[["kind", "target", "path"]], on=["kind", "target"]).itertuples()}
     manifest = write_manifest(spark, tables.models(run_id),
                               {"features": features, "settings": settings.model_dump()},
                               files=files, manifest=MANIFEST)
     write_run(_frame(spark, ranked, run_id, EXPLANATIONS_SCHEMA), tables.gold("explanations"), run_id)
     write_run(_frame(spark, descriptions, run_id, DESCRIPTIONS_SCHEMA), tables.gold("descriptions"),
               run_id)
-    headings = [heading(r.kind, r.target, r.name) for r in descriptions.itertuples()]
-    for title, row in zip(headings, descriptions.itertuples()):
-        print(title + row.description.removeprefix(f"{row.kind.capitalize()} {row.target}"))
+    headings = [heading(r.kind, r.target, r.name, r.path) for r in descriptions.itertuples()]
+    for head, row in zip(headings, descriptions.itertuples()):
+        print(head + row.description.removeprefix(title(row.kind, row.target, row.path)))
 
     explained = targets.groupby("kind").size().to_dict()
     message = ", ".join(f"explained {n} {k}(s)" for k, n in explained.items())
@@ -443,6 +503,6 @@ def explain(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
     return StageResult("explain", population_rows, len(targets),
                        details={"targets": metrics.to_dict("records"), "skipped": skipped,
                                 "descriptions": descriptions["description"].tolist(),
-                                "names": descriptions[["kind", "target", "name"]].to_dict("records"),
+                                "names": descriptions[["kind", "target", "path", "name"]].to_dict("records"),
                                 "model_files": manifest["files"]},
                        message=message)

@@ -31,6 +31,7 @@ NOISE_NAME = "unclustered"
 MAX_WORDS = 4
 MAX_FEATURES = 3
 KINDS = {"segment": "segments", "cluster": "clusters"}  # kind → its key under explain.names
+SUBCLUSTER = "subcluster"  # a child of a kept density split (seglake.segmentation.explain_levels)
 _PARTS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z0-9]+|[0-9]+")
 
 
@@ -136,7 +137,18 @@ def unique_names(found: dict[tuple[str, int], list[str]], noun: str,
     return names
 
 
-def heading(kind: str, target: int, name: str | None) -> str:
+def title(kind: str, target: int, path: str | None = None) -> str:
+    """How a target is called in sentences and headings: a child by its path, ``Cluster 3.1``.
+
+    Examples
+    --------
+    >>> title("subcluster", 4, "3.1"), title("segment", 0)
+    ('Cluster 3.1', 'Segment 0')
+    """
+    return f"Cluster {path}" if kind == SUBCLUSTER else f"{kind.capitalize()} {target}"
+
+
+def heading(kind: str, target: int, name: str | None, path: str | None = None) -> str:
     """How a named target is shown in the printed summary and the report (a run explained before
     names existed has none: its id alone).
 
@@ -144,9 +156,11 @@ def heading(kind: str, target: int, name: str | None) -> str:
     --------
     >>> heading("cluster", 3, "high f0, low f1"), heading("segment", 0, None)
     ('Cluster 3 "high f0, low f1"', 'Segment 0')
+    >>> heading("subcluster", 1, "few posts", "3.2")
+    'Cluster 3.2 "few posts"'
     """
-    title = f"{kind.capitalize()} {target}"
-    return title if name is None or pd.isna(name) else f'{title} "{name}"'
+    called = title(kind, target, path)
+    return called if name is None or pd.isna(name) else f'{called} "{name}"'
 
 
 def overrides(settings: ExplainConfig, targets: list[tuple[str, int]],

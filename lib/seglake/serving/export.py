@@ -33,7 +33,7 @@ from seglake.core.artifacts import write_manifest
 from seglake.core.config import SeglakeConfig
 from seglake.core.errors import SeglakeError
 from seglake.core.tables import Tables, read_run
-from seglake.segmentation.names import NOISE_NAME
+from seglake.segmentation.names import NOISE_NAME, SUBCLUSTER
 from seglake.segmentation.score import load_scoring_model
 from seglake.segmentation.surrogate import NOISE
 from seglake.serving import segmenter as segmenter_module
@@ -155,18 +155,21 @@ def transform_details(transform, features: list[str], categorical: list[str],
 
 def _names(spark: SparkSession, tables: Tables, run_id: str,
            density: bool) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
-    """kind (segment, cluster) → id → name, and → description, from ``gold/descriptions`` (empty
-    without; a run explained before names existed has descriptions only). With a density stage the
+    """kind (segment, cluster; ``cluster_path`` for the children of density splits) → id → name, and
+    → description, from ``gold/descriptions`` (empty without; a run explained before names existed
+    has descriptions only). With a density stage the
     noise cluster is named :data:`~seglake.segmentation.names.NOISE_NAME`."""
     rows = read_run(spark, tables.gold("descriptions"), run_id)
     names: dict[str, dict[str, str]] = {"cluster": {str(NOISE): NOISE_NAME}} if density else {}
     descriptions: dict[str, dict[str, str]] = {}
     if rows is not None:
-        named = "name" in rows.columns
-        for row in rows.select("kind", "target", "description", *["name"] * named).collect():
-            descriptions.setdefault(row["kind"], {})[str(row["target"])] = row["description"]
+        named, paths = "name" in rows.columns, "path" in rows.columns
+        for row in rows.select("kind", "target", "description", *["name"] * named, *["path"] * paths).collect():
+            # a child of a kept density split is keyed by its path, under "cluster_path"
+            kind, key = ("cluster_path", row["path"]) if row["kind"] == SUBCLUSTER else (row["kind"], str(row["target"]))
+            descriptions.setdefault(kind, {})[key] = row["description"]
             if named and row["name"] is not None:
-                names.setdefault(row["kind"], {})[str(row["target"])] = row["name"]
+                names.setdefault(kind, {})[key] = row["name"]
     return names, descriptions
 
 
