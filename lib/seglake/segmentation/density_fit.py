@@ -87,16 +87,48 @@ def clustering_space(values: np.ndarray) -> np.ndarray:
     return np.where(constant, 0.0, centred / np.where(constant, 1.0, spread))
 
 
+def exact_neighbours(space: np.ndarray, n_neighbors: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``n_neighbors`` nearest rows (itself first) and their distances, exactly, in the
+    layout UMAP takes as ``precomputed_knn``.
+
+    UMAP finds neighbours with pynndescent from 4,096 rows up, and numba compiles pynndescent's
+    kernels afresh in every Python process (they are not cacheable): 25-30 s before the first
+    embedding of every Spark Python worker, against 0.1-2 s for scikit-learn's exact search at the
+    density stage's sizes (tens of thousands of rows, a few dozen features). Exact neighbours are
+    also what UMAP itself uses below 4,096 rows.
+
+    Examples
+    --------
+    >>> indices, distances = exact_neighbours(np.array([[0.0], [1.0], [3.0]]), 2, "euclidean")
+    >>> indices.tolist(), distances.tolist()
+    ([[0, 1], [1, 0], [2, 1]], [[0.0, 1.0], [0.0, 1.0], [0.0, 2.0]])
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    search = NearestNeighbors(n_neighbors=n_neighbors, metric=metric).fit(space)
+    distances, indices = search.kneighbors(space)
+    # a duplicate of a row may come back before the row itself: UMAP expects each row first
+    for row in np.flatnonzero(indices[:, 0] != np.arange(len(space))):
+        others = indices[row] != row
+        indices[row] = np.concatenate([[row], indices[row][others]])[:n_neighbors]
+        distances[row] = np.concatenate([[0.0], distances[row][others]])[:n_neighbors]
+    return indices.astype(np.int32), distances.astype(np.float32)
+
+
 def _umap(space: np.ndarray, umap: dict, n_neighbors: int, seed: int, n_components: int, min_dist: float,
-          knn=(None, None, None)) -> tuple[np.ndarray, object]:
+          knn: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """UMAP's embedding of ``space`` on its exact neighbour graph (:func:`exact_neighbours`, or
+    ``knn`` when given), and that graph for another layout of the same rows."""
     from umap import UMAP
 
-    reducer = UMAP(n_neighbors=min(n_neighbors, len(space) - 1), n_components=n_components,
+    neighbors = min(n_neighbors, len(space) - 1)
+    knn = knn if knn is not None else exact_neighbours(space, neighbors, umap["metric"])
+    reducer = UMAP(n_neighbors=neighbors, n_components=n_components,
                    min_dist=min_dist, metric=umap["metric"], n_epochs=umap.get("n_epochs"),
-                   random_state=seed, precomputed_knn=knn)
-    with warnings.catch_warnings():  # "n_jobs overridden by random_state": single-threaded is intended
-        warnings.simplefilter("ignore")
-        return reducer.fit_transform(space), reducer
+                   random_state=seed, precomputed_knn=(*knn, None))
+    with warnings.catch_warnings():  # "n_jobs overridden by random_state": single-threaded is intended;
+        warnings.simplefilter("ignore")  # "transform unavailable": the surrogate assigns new rows
+        return reducer.fit_transform(space), knn
 
 
 def hdbscan_fit(embedding: np.ndarray, hdbscan: dict, min_cluster_size: int,
@@ -143,12 +175,10 @@ def embed_task(rows: pd.DataFrame, features: list[str], umap: dict, seed: int,
     if clusterable(n, dims):
         space = clustering_space(sample[features].to_numpy(dtype=np.float64))
         if task == MAIN:
-            embedding, reducer = _umap(space, umap, neighbors, seed, dims, umap["min_dist"])
+            embedding, knn = _umap(space, umap, neighbors, seed, dims, umap["min_dist"])
             if dims == 2:
                 xy = embedding
             else:  # reuse the neighbour graph: the map then costs only its layout
-                knn = ((None, None, None) if getattr(reducer, "_small_data", True) else
-                       (reducer._knn_indices, reducer._knn_dists, reducer._knn_search_index))
                 xy, _ = _umap(space, umap, neighbors, seed, 2, umap["map_min_dist"], knn)
         else:
             kept = subsample_rows(n, stability_fraction, seed, resample=0)
