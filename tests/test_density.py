@@ -11,13 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 from pyspark.sql import functions as F
+from scipy.spatial.distance import cdist
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from conftest import write_config
 from seglake.core.config import DensityConfig, load_config
 from seglake.segmentation.density import allocate, density, worker_numba_cache
-from seglake.segmentation.density_fit import cluster_group, clustering_space
+from seglake.segmentation import density_fit
+from seglake.segmentation.density_fit import cluster_group, clustering_space, exact_neighbours
 from seglake.core.errors import SeglakeError
 from seglake.report.sections import ReportRun
 from seglake.report.segmentation import density_section, explain_section
@@ -85,6 +87,21 @@ def test_tiny_group_is_all_noise_without_failing():
     out, clusters, sweep = cluster_group(frame, ["f0", "f1", "f2"], settings, offset_by_group=True)
     assert (out["cluster"] == -1).all() and out["x"].isna().all() and len(out) == 6
     assert clusters.empty and sweep["chosen"].tolist() == [True] and sweep["noise_share"].tolist() == [1.0]
+
+
+def test_embeddings_above_umaps_small_data_size_use_exact_neighbours_and_repeat():
+    # from 4,096 rows UMAP would search neighbours with pynndescent (approximate, and compiled anew
+    # in every Python worker); the stage hands it the exact graph, so a refit sees the same graph
+    rng = np.random.default_rng(0)
+    space = rng.normal(size=(4500, 5))
+    space[:1500] += 4
+    indices, distances = exact_neighbours(space, 10, "euclidean")
+    brute = np.sort(cdist(space[:50], space), axis=1)[:, :10]
+    assert (indices[:, 0] == np.arange(4500)).all() and np.allclose(distances[:50], brute, atol=1e-5)
+    settings = {"metric": "euclidean", "n_epochs": 50}
+    first, graph = density_fit._umap(space, settings, 10, 0, 2, 0.0)
+    again, _ = density_fit._umap(space, settings, 10, 0, 2, 0.0)
+    assert graph[0] is not None and np.array_equal(first, again)
 
 
 def test_python_workers_share_the_numba_cache(spark):
