@@ -115,6 +115,19 @@ def exact_neighbours(space: np.ndarray, n_neighbors: int, metric: str) -> tuple[
     return indices.astype(np.int32), distances.astype(np.float32)
 
 
+def umap_epochs(rows: int) -> int:
+    """UMAP's own default number of epochs for an embedding of ``rows`` rows (500 up to 10,000,
+    else 200). The stage fixes it from the whole sample, so the refit on a subset repeats the main
+    fit's procedure instead of running 2.5 times as many epochs when the subset falls under 10,000.
+
+    Examples
+    --------
+    >>> umap_epochs(4_931), umap_epochs(16_495)
+    (500, 200)
+    """
+    return 500 if rows <= 10_000 else 200
+
+
 def _umap(space: np.ndarray, umap: dict, n_neighbors: int, seed: int, n_components: int, min_dist: float,
           knn: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """UMAP's embedding of ``space`` on its exact neighbour graph (:func:`exact_neighbours`, or
@@ -173,6 +186,7 @@ def embed_task(rows: pd.DataFrame, features: list[str], umap: dict, seed: int,
     n = len(sample)
     embedding, xy, kept = np.full((n, dims), np.nan), np.full((n, 2), np.nan), np.arange(n)
     if clusterable(n, dims):
+        umap = {**umap, "n_epochs": umap.get("n_epochs") or umap_epochs(n)}
         space = clustering_space(sample[features].to_numpy(dtype=np.float64))
         if task == MAIN:
             embedding, knn = _umap(space, umap, neighbors, seed, dims, umap["min_dist"])
