@@ -6,10 +6,11 @@ parent only (the parent's other children and the members its child clustering ca
 rest), so its SHAP features say what sets ``3.1`` apart *within* cluster ``3``. Its sentence compares
 its medians with its parent's ("5× cluster 3's 60") and gives its share of the parent.
 
-Children are the kind :data:`SUBCLUSTER` in ``gold/explanations`` and ``gold/descriptions``, with a
-``path`` column (``"3.1"``) beside ``target``, which numbers them 1, 2, ... in path order within the
-run (``target`` stays an integer in every table). Model files are ``explain/cluster-<path>.json``.
-Names are unique among the run's segments, clusters and children together.
+Children are the kind :data:`seglake.segmentation.names.SUBCLUSTER` in ``gold/explanations`` and
+``gold/descriptions``, with a ``path`` column (``"3.1"``) beside ``target``, which numbers them 1, 2,
+... in path order within the run (``target`` stays an integer in every table). Model files are
+``explain/cluster-<path>.json``. Names are unique among the run's segments, clusters and children
+together.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from seglake.segmentation.density_levels import path_key
-from seglake.segmentation.names import SUBCLUSTER, title  # noqa: F401 (the kind's name and title live with the names)
-
 
 
 def nodes(path: Column) -> Column:
