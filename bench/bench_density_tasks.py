@@ -52,7 +52,7 @@ def stage_tasks(sample, features, settings, sizes):
     embedded = embed_sample(sample, features, settings, grids, sizes).cache()
     try:
         sweep, clusters = decide(resample_settings(embedded, settings, grids, sizes), settings.model_dump(), True)
-        rows = label_sample(embedded, sample, features, settings, sweep, clusters, sizes).select(
+        rows = label_sample(embedded, sample, features, settings, sweep, clusters, sizes, True).select(
             "entity_id", "group", "cluster").toPandas()
     finally:
         embedded.unpersist()
