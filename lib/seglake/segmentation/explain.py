@@ -238,6 +238,21 @@ def word(median: float, overall: float, against: str | None = None) -> tuple[str
     return label, f"median {human(median)} vs {human(overall)} {f'in {against}' if against else 'overall'}"
 
 
+def compared_with(parents: dict[tuple[str, int], tuple[str, dict[str, float]]] | None, kind: str,
+                  target: int, overall: dict[str, float]) -> tuple[str | None, dict[str, float]]:
+    """What a target's medians are compared with: its parent's label and medians for a child of a
+    density split, else no label and the overall medians.
+
+    Examples
+    --------
+    >>> compared_with({("subcluster", 1): ("cluster 3", {"f": 2.0})}, "subcluster", 1, {"f": 1.0})
+    ('cluster 3', {'f': 2.0})
+    >>> compared_with(None, "cluster", 3, {"f": 1.0})
+    (None, {'f': 1.0})
+    """
+    return (parents or {}).get((kind, int(target)), (None, overall))
+
+
 def describe(ranked: pd.DataFrame, medians: pd.DataFrame, overall: dict[str, float],
              top_features: int, noun: str,
              parents: dict[tuple[str, int], tuple[str, dict[str, float]]] | None = None) -> pd.DataFrame:
@@ -279,7 +294,7 @@ def describe(ranked: pd.DataFrame, medians: pd.DataFrame, overall: dict[str, flo
     for (kind, target), rows in merged.groupby(["kind", "target"], sort=True):
         # a feature with under a tenth of the best one's mean |SHAP| barely moves the model: leave it out
         top = rows[(rows["rank"] <= top_features) & strong(rows["mean_abs_shap"])].sort_values("rank")
-        against, reference = (parents or {}).get((kind, int(target)), (None, overall))
+        against, reference = compared_with(parents, kind, target, overall)
         parts = []
         for item in top.itertuples():
             label, detail = word(float(item.median), float(reference[item.feature]), against)
@@ -476,7 +491,7 @@ def explain(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
 
     ranked = explanation_rows(targets, sizes)
     worded = ranked.merge(medians, on=["kind", "target", "feature"], how="left")
-    worded["word"] = [word(float(m), float(parents.get((k, int(t)), (None, overall))[1][f]))[0]
+    worded["word"] = [word(float(m), float(compared_with(parents, k, t, overall)[1][f]))[0]
                       for k, t, f, m in zip(worded["kind"], worded["target"], worded["feature"],
                                             worded["median"])]  # the sentence's word steers the name's
     descriptions = (describe(ranked, medians, overall, settings.top_features, settings.noun, parents)
