@@ -26,8 +26,8 @@ from pyspark.sql import functions as F
 from _common import blob_entities, machine, parser, session
 from seglake.core.config import DensityConfig
 from seglake.core.costs import counting
-from seglake.segmentation.density import embed_sample, label_sample, resample_settings
-from seglake.segmentation.density_fit import LABEL_SCHEMA, cluster_group, decide
+from seglake.segmentation.density import choose_settings, embed_sample, label_sample
+from seglake.segmentation.density_fit import LABEL_SCHEMA, cluster_group
 from seglake.segmentation.stability import grid_settings
 
 FEATURES, BLOBS = 8, 10
@@ -51,7 +51,7 @@ def stage_tasks(sample, features, settings, sizes):
                               settings.grid_neighbors, settings.grid_cluster_shares) for g, n in sizes.items()}
     embedded = embed_sample(sample, features, settings, grids, sizes).cache()
     try:
-        sweep, clusters = decide(resample_settings(embedded, settings, grids, sizes), settings.model_dump(), True)
+        sweep, clusters = choose_settings(embedded, settings, grids, sizes, True)
         rows = label_sample(embedded, sample, features, settings, sweep, clusters, sizes, True).select(
             "entity_id", "group", "cluster").toPandas()
     finally:

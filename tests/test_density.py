@@ -231,6 +231,9 @@ def test_planted_groups_are_the_stable_clusters_the_rule_chooses(spark, tmp_path
     stable = stability[stability["stable"]]
     assert len(stable) == 5 and (stable["jaccard"] >= 0.85).all()
     assert (stability["refits"] == 9).all()  # 8 subset refits + the UMAP refit
+    # the rule chose on 5 refits of each setting (screening); only the chosen one ran all 8
+    assert chosen["refits"] == 9 and (sweep.loc[~sweep["chosen"], "refits"] == 6).all()
+    assert "chosen on 5 subset refits and the UMAP refit of each setting, then its clusters ran all 8" in chosen["reason"]
     # every stable cluster is mostly one planted group (noise rows aside), each group in one cluster
     planted = clusters[clusters["cluster"].isin(stable["merged_into"])]
     majority = planted.groupby("cluster")["truth"].agg(lambda t: t.mode()[0])

@@ -25,7 +25,10 @@ Steps of :func:`density` (config section ``density``):
    subsets of that embedding and one on the UMAP refit's; each cluster's stability is the mean
    over those refits of its best Jaccard (Hennig's cluster-wise stability,
    :mod:`seglake.segmentation.stability`); the UMAP refit also gives the setting's
-   ``stability_ari``. Only a few rows per cluster reach the driver.
+   ``stability_ari``. Only a few rows per cluster reach the driver. With more than one setting,
+   every setting first runs ``screen_resamples`` refits (and the UMAP refit), the rule chooses on
+   them, and only the chosen setting's tasks run the remaining refits
+   (:func:`~seglake.segmentation.density_fit.choose_by_screening`).
 6. The choice (:func:`~seglake.segmentation.density_fit.decide`, one printed line per group): a
    pinned setting, or the rule of :func:`~seglake.segmentation.stability.choose_setting` (highest
    mean stability among settings with ``min_coverage`` of the sample in 2 to ``max_clusters``
@@ -87,8 +90,8 @@ from seglake.core.artifacts import (
 )
 from seglake.core.tables import Tables, read_delta, write_run
 from seglake.segmentation.density_levels import at_level, grow
-from seglake.segmentation.density_fit import (LABEL_SCHEMA, MAIN, REFIT, decide, embed_schema, embed_task,
-                                              label_task, merges, resample_schema, resample_task)
+from seglake.segmentation.density_fit import (LABEL_SCHEMA, MAIN, REFIT, choose_by_screening, embed_schema,
+                                              embed_task, label_task, merges, resample_schema, resample_task)
 from seglake.segmentation.segment import kept_entities, label_segments, load_swept
 from seglake.segmentation.stability import chunks_for, grid_settings
 from seglake.segmentation.tasks import apply_per_key
@@ -107,7 +110,7 @@ STABILITY_SCHEMA = ("run_id string, group int, hdbscan_cluster int, size long, j
 DENSITY_SWEEP_SCHEMA = ("run_id string, group int, n_neighbors int, min_cluster_size int, sample_rows long, "
                         "clusters long, stable_clusters long, noise_share double, coverage double, "
                         "mean_jaccard double, min_jaccard double, stability_ari double, seconds double, "
-                        "chosen boolean, reason string, level int, parent string")
+                        "chosen boolean, reason string, level int, parent string, refits long")
 
 
 # ---------------------------------------------------------------- sampling (Spark, bounded)
@@ -258,23 +261,35 @@ def embed_sample(sample: DataFrame, features: list[str], settings: DensityConfig
 
 
 def resample_settings(embedded: DataFrame, settings: DensityConfig, grids: dict[int, list[tuple[int, int]]],
-                      sizes: dict[int, int]) -> pd.DataFrame:
-    """Every setting's clusters and Jaccard sums (``resample_schema`` rows, small), each setting's
-    refits split into :func:`~seglake.segmentation.density_fit.chunks_for` tasks."""
+                      sizes: dict[int, int], resamples: int, first: int = 1) -> pd.DataFrame:
+    """Every setting's clusters and Jaccard sums of refits ``first`` .. ``resamples``
+    (``resample_schema`` rows, small), each setting's refits split into
+    :func:`~seglake.segmentation.stability.chunks_for` tasks."""
     spark = embedded.sparkSession
     points = [(g, n, m) for g, grid in grids.items() for n, m in grid]
-    chunks = chunks_for(len(points), settings.stability_resamples, spark.sparkContext.defaultParallelism)
+    runs = resamples - first + 1
+    chunks = chunks_for(len(points), runs, spark.sparkContext.defaultParallelism)
     plan = spark.createDataFrame([(*p, c) for p in points for c in range(chunks)],
                                  "group int, n_neighbors int, min_cluster_size int, chunk int")
-    per_chunk = settings.stability_resamples / chunks
-    weights = {(g, n, m, c): sizes[g] * (1 + settings.stability_fraction * (per_chunk + (c == 0)))
+    umap_refit = first == 1
+    weights = {(g, n, m, c): sizes[g] * (1 + settings.stability_fraction * (runs / chunks + (umap_refit and c == 0)))
                for g, n, m in points for c in range(chunks)}
     body = functools.partial(resample_task, hdbscan=settings.hdbscan.model_dump(), seed=settings.seed,
                              stability_fraction=settings.stability_fraction,
-                             resamples=settings.stability_resamples, chunks=chunks)
+                             resamples=resamples, chunks=chunks, first=first)
     rows = embedded.drop("x", "y", "seconds").join(F.broadcast(plan), ["group", "n_neighbors"])
     return apply_per_key(rows, ["group", "n_neighbors", "min_cluster_size", "chunk"], weights, body,
                          resample_schema(settings.umap.n_components)).toPandas()
+
+
+def choose_settings(embedded: DataFrame, settings: DensityConfig, grids: dict[int, list[tuple[int, int]]],
+                    sizes: dict[int, int], offset_by_group: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The settings' figures and each group's chosen setting and clusters (:func:`resample_settings`
+    screened by :func:`~seglake.segmentation.density_fit.choose_by_screening`)."""
+    def resample(some: dict[int, list[tuple[int, int]]], resamples: int, first: int) -> pd.DataFrame:
+        return resample_settings(embedded, settings, some, sizes, resamples, first)
+
+    return choose_by_screening(resample, grids, settings.model_dump(), offset_by_group)
 
 
 def label_sample(embedded: DataFrame, sample: DataFrame, features: list[str], settings: DensityConfig,
@@ -338,8 +353,7 @@ def fit_level(population: DataFrame, features: list[str], settings: DensityConfi
     embedded = embed_sample(sample, features, settings, grids, sizes).persist(StorageLevel.MEMORY_AND_DISK)
     seconds, started = {}, time.monotonic()
     try:
-        resampled = resample_settings(embedded, settings, grids, sizes)
-        sweep, stability = decide(resampled, settings.model_dump(), offset_by_group)
+        sweep, stability = choose_settings(embedded, settings, grids, sizes, offset_by_group)
         if numbering is not None:
             stability = numbering(stability)
         seconds["embed_and_resample"] = time.monotonic() - started

@@ -12,7 +12,9 @@
    embedding. Every refit adds, for each cluster, its best Jaccard
    (:func:`seglake.segmentation.stability.cluster_jaccard`); the cluster's stability is the mean
    over the ``stability_resamples`` + 1 refits. The UMAP refit also gives the setting's adjusted
-   Rand index (``stability_ari``, noise a label).
+   Rand index (``stability_ari``, noise a label). With screening (``density.screen_resamples``,
+   :func:`choose_by_screening`) every setting first runs only a few refits, and the tasks of the
+   chosen setting then run the rest (``first`` past the screened ones).
 3. :func:`label_task`, per group: HDBSCAN with the chosen setting again (the same labels: same
    embedding, deterministic) and each row's final cluster once unstable clusters are merged.
 
@@ -31,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from seglake.segmentation.stability import (NOISE, choose_setting, cluster_jaccard, grid_settings,
-                                            refits_of_chunk, settle, subsample_rows)
+                                            refits_of_chunk, screen_refits, settle, subsample_rows)
 
 GROUP_STRIDE = 1000
 MAIN, REFIT = 0, 1
@@ -212,8 +214,9 @@ def embed_task(rows: pd.DataFrame, features: list[str], umap: dict, seed: int,
 
 
 def resample_task(rows: pd.DataFrame, hdbscan: dict, seed: int, stability_fraction: float,
-                  resamples: int, chunks: int) -> pd.DataFrame:
-    """One setting's clusters and the Jaccard sums of one chunk of its refits (``resample_schema``).
+                  resamples: int, chunks: int, first: int = 1) -> pd.DataFrame:
+    """One setting's clusters and the Jaccard sums of one chunk of its refits ``first`` ..
+    ``resamples`` (``resample_schema``); the UMAP refit counts in chunk 0 when ``first`` is 1.
 
     ``rows``: the main embedding (``task`` 0) and the UMAP refit's rows (``task`` 1) of a group at
     one ``n_neighbors``, with constant ``min_cluster_size`` and ``chunk``. One output row per
@@ -221,9 +224,9 @@ def resample_task(rows: pd.DataFrame, hdbscan: dict, seed: int, stability_fracti
     saw it) and one for the noise (``cluster`` −1, its size, NaN centroid).
     """
     started = pd.Timestamp.now()
-    first = rows.iloc[0]
-    group, neighbors = int(first["group"]), int(first["n_neighbors"])
-    size, chunk = int(first["min_cluster_size"]), int(first["chunk"])
+    head = rows.iloc[0]
+    group, neighbors = int(head["group"]), int(head["n_neighbors"])
+    size, chunk = int(head["min_cluster_size"]), int(head["chunk"])
     dims = embedding_columns(sum(1 for c in rows.columns if c[:1] == "e" and c[1:].isdigit()))
     main = rows[rows["task"] == MAIN].sort_values("entity_id", kind="stable")
     embedding = main[dims].to_numpy(dtype=np.float64)
@@ -239,12 +242,12 @@ def resample_task(rows: pd.DataFrame, hdbscan: dict, seed: int, stability_fracti
             seen[cluster] += 1
 
     if labels.max() > NOISE and stability_fraction > 0:
-        for resample in refits_of_chunk(chunk, chunks, resamples):
+        for resample in refits_of_chunk(chunk, chunks, resamples, first):
             subset = subsample_rows(n, stability_fraction, seed, resample)
             if clusterable(len(subset), len(dims)):
                 add(subset, hdbscan_fit(embedding[subset], hdbscan, size, len(subset) / n)[0])
         refit = rows[rows["task"] == REFIT].sort_values("entity_id", kind="stable")
-        if chunk == 0 and len(refit):
+        if chunk == 0 and first == 1 and len(refit):
             from sklearn.metrics import adjusted_rand_score
 
             subset = np.searchsorted(main["entity_id"].to_numpy(), refit["entity_id"].to_numpy())
@@ -307,7 +310,8 @@ def offset(labels: np.ndarray, group: int, by_group: bool) -> np.ndarray:
 # ---------------------------------------------------------------- the choice (small tables)
 
 
-def decide(resampled: pd.DataFrame, density: dict, offset_by_group: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+def decide(resampled: pd.DataFrame, density: dict, offset_by_group: bool,
+           picks: dict[int, tuple[int, int, str]] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The settings' figures (``gold/density_sweep`` rows) and the chosen settings' clusters
     (``gold/cluster_stability`` rows), from :func:`resample_task`'s rows of every group.
 
@@ -319,13 +323,17 @@ def decide(resampled: pd.DataFrame, density: dict, offset_by_group: bool) -> tup
         ``density`` settings (``min_stability``, ``unstable``, ``min_coverage``, ``max_clusters``,
         ``umap``, ``hdbscan``).
     offset_by_group : bool
+    picks : dict, optional
+        group → ``(n_neighbors, min_cluster_size, reason)`` chosen beforehand (by screening): kept
+        instead of applying the rule again.
 
     Returns
     -------
     (sweep, clusters)
         ``sweep``: per group and setting ``n_neighbors, min_cluster_size, sample_rows, clusters,
         stable_clusters, noise_share, coverage, mean_jaccard, min_jaccard, stability_ari, seconds,
-        chosen, reason`` (``reason`` the rule's line, on the chosen row). ``clusters``: per cluster of
+        chosen, reason, refits`` (``reason`` the rule's line, on the chosen row; ``refits`` those
+        behind the setting's Jaccards, the UMAP refit included). ``clusters``: per cluster of
         a chosen setting ``group, hdbscan_cluster, size, jaccard, refits, stable, merged_into`` (the
         final cluster, −1 noise) and the centroid.
     """
@@ -350,13 +358,17 @@ def decide(resampled: pd.DataFrame, density: dict, offset_by_group: bool) -> tup
             "coverage": float(found.loc[stable, "size"].sum() / max(rows, 1)),
             "mean_jaccard": float(found["jaccard"].mean()) if found["jaccard"].notna().any() else np.nan,
             "min_jaccard": float(found["jaccard"].min()) if found["jaccard"].notna().any() else np.nan,
-            "stability_ari": float(part["stability_ari"].max()), "seconds": float(part["seconds"].max())})
+            "stability_ari": float(part["stability_ari"].max()), "seconds": float(part["seconds"].max()),
+            "refits": int(part["refits"].max())})
         settled[tuple(int(k) for k in key)] = found.assign(**dict(zip(keys, key)))
     sweep = pd.DataFrame(settings)
     sweep["chosen"], sweep["reason"] = False, None
     chosen_clusters = []
     for group, part in sweep.groupby("group", sort=True):
-        if len(part) == 1:
+        if picks is not None and group in picks:
+            n, m, reason = picks[group]
+            row = int(np.flatnonzero((part["n_neighbors"] == n) & (part["min_cluster_size"] == m))[0])
+        elif len(part) == 1:
             row, reason = 0, (f"n_neighbors {int(part['n_neighbors'].iloc[0])}, min_cluster_size "
                               f"{int(part['min_cluster_size'].iloc[0])}: pinned in density.umap and density.hdbscan")
         else:
@@ -372,6 +384,31 @@ def decide(resampled: pd.DataFrame, density: dict, offset_by_group: bool) -> tup
     columns = ["group", "n_neighbors", "min_cluster_size", "hdbscan_cluster", "size", "jaccard", "refits",
                "stable", "merged_into", *centroid]
     return sweep, clusters[columns].reset_index(drop=True)
+
+
+def choose_by_screening(resample, grids: dict[int, list[tuple[int, int]]], density: dict,
+                        offset_by_group: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`decide` on every setting's refits, screened when the grid allows (:func:`screen_refits`).
+
+    ``resample(grids, resamples, first)`` runs :func:`resample_task` for every setting of ``grids``
+    (group → settings) on refits ``first`` .. ``resamples`` and returns their rows. With screening
+    the rule chooses on the first few refits of every setting (and the UMAP refit); then only the
+    chosen setting of each group runs the rest, so its clusters' Jaccards are over every refit,
+    exactly as without screening. The other settings' rows keep their screening figures
+    (``refits`` in the sweep says how many), and the chosen row's reason says so.
+    """
+    resamples = density["stability_resamples"]
+    screen = screen_refits(max(len(grid) for grid in grids.values()), resamples, density["screen_resamples"])
+    screened = resample(grids, screen, 1)
+    if screen == resamples:
+        return decide(screened, density, offset_by_group)
+    first_choice, _ = decide(screened, density, offset_by_group)
+    picks = {int(r.group): (int(r.n_neighbors), int(r.min_cluster_size),
+                            f"{r.reason}; chosen on {screen} subset refits and the UMAP refit of each "
+                            f"setting, then its clusters ran all {resamples}")
+             for r in first_choice[first_choice["chosen"]].itertuples()}
+    rest = resample({group: [(n, m)] for group, (n, m, _) in picks.items()}, resamples, screen + 1)
+    return decide(pd.concat([screened, rest], ignore_index=True), density, offset_by_group, picks)
 
 
 def merges(clusters: pd.DataFrame, offset_by_group: bool) -> dict[int, dict[int, int]]:
@@ -419,14 +456,17 @@ def cluster_group(sample: pd.DataFrame, features: list[str], density: dict, offs
         embed_task(sample.assign(n_neighbors=n, task=t), features, umap, density["seed"], fraction).drop(
             columns=["x", "y"] if t == REFIT else []) for n in dict.fromkeys(n for n, _ in grid) for t in tasks],
         ignore_index=True)
-    resampled = pd.concat([
-        resample_task(embedded[embedded["n_neighbors"] == n].assign(min_cluster_size=m, chunk=c), hdbscan,
-                      density["seed"], fraction, density["stability_resamples"], chunks)
-        for n, m in grid for c in range(chunks)], ignore_index=True)
-    sweep, clusters = decide(resampled, density, offset_by_group)
+    group = int(sample["group"].iloc[0])
+
+    def resample(grids: dict[int, list[tuple[int, int]]], resamples: int, first: int) -> pd.DataFrame:
+        return pd.concat([
+            resample_task(embedded[embedded["n_neighbors"] == n].assign(min_cluster_size=m, chunk=c), hdbscan,
+                          density["seed"], fraction, resamples, chunks, first)
+            for n, m in grids[group] for c in range(chunks)], ignore_index=True)
+
+    sweep, clusters = choose_by_screening(resample, {group: grid}, density, offset_by_group)
     chosen = sweep[sweep["chosen"]].iloc[0]
     main = embedded[(embedded["n_neighbors"] == chosen["n_neighbors"]) & (embedded["task"] == MAIN)]
-    group = int(sample["group"].iloc[0])
     labels = label_task(main, hdbscan, {group: int(chosen["min_cluster_size"])},
                         merges(clusters, offset_by_group), offset_by_group)
     return labels, clusters, sweep

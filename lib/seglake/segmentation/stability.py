@@ -38,15 +38,34 @@ def subsample_rows(n: int, fraction: float, seed: int, resample: int) -> np.ndar
     return np.sort(np.random.default_rng([seed, resample]).choice(n, size=size, replace=False))
 
 
-def refits_of_chunk(chunk: int, chunks: int, resamples: int) -> list[int]:
-    """The subset refits (1 .. ``resamples``) a chunk runs; refit 0 is the UMAP refit (chunk 0).
+def refits_of_chunk(chunk: int, chunks: int, resamples: int, first: int = 1) -> list[int]:
+    """The subset refits (``first`` .. ``resamples``) a chunk runs; refit 0 is the UMAP refit
+    (chunk 0 of the tasks that start at refit 1).
 
     Examples
     --------
     >>> [refits_of_chunk(c, 3, 7) for c in range(3)]
     [[1, 4, 7], [2, 5], [3, 6]]
+    >>> [refits_of_chunk(c, 2, 7, first=5) for c in range(2)]  # the rest after 4 screening refits
+    [[5, 7], [6]]
     """
-    return [b for b in range(1, resamples + 1) if (b - 1) % chunks == chunk]
+    return [b for b in range(first, resamples + 1) if (b - first) % chunks == chunk]
+
+
+def screen_refits(settings: int, resamples: int, screen: int) -> int:
+    """Subset refits every setting of a grid runs before the choice (``density.screen_resamples``).
+
+    The rule compares settings on these few; only the chosen setting then runs the rest, up to
+    ``resamples``, so its clusters' stability is measured as if there had been no screening. No
+    screening (every setting runs them all) for a single setting, ``screen`` 0, or ``screen`` at
+    least ``resamples``.
+
+    Examples
+    --------
+    >>> screen_refits(8, 20, 5), screen_refits(1, 20, 5), screen_refits(8, 20, 0), screen_refits(8, 4, 5)
+    (5, 20, 20, 4)
+    """
+    return screen if settings > 1 and 0 < screen < resamples else resamples
 
 
 def chunks_for(settings: int, resamples: int, cores: int) -> int:

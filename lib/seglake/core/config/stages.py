@@ -182,7 +182,8 @@ class DensityConfig(Strict):
     random ``stability_fraction`` subsets of the embedding plus one UMAP + HDBSCAN refit; clusters
     whose mean Jaccard is under ``min_stability`` are ``unstable`` (merged or made noise). Settings
     not pinned are chosen from the grid by the highest mean stability among those whose stable
-    clusters cover ``min_coverage`` of the sample and number at most ``max_clusters``.
+    clusters cover ``min_coverage`` of the sample and number at most ``max_clusters``, measured on
+    ``screen_resamples`` refits of each (0: all of them); the chosen setting then runs the rest.
 
     Recursion (seed 004): with ``depth`` above 1, every stable cluster of more than
     ``min_split_size`` entities is embedded and clustered again on its own members, level by level;
@@ -207,6 +208,7 @@ class DensityConfig(Strict):
     hdbscan: HdbscanConfig = Field(default_factory=HdbscanConfig)
     stability_fraction: float = Field(0.5, ge=0.0, le=1.0)
     stability_resamples: int = Field(20, ge=0, le=500)
+    screen_resamples: int = Field(5, ge=0, le=500)
     min_stability: float = Field(0.6, ge=0.0, le=1.0)
     unstable: Literal["merge", "noise"] = "merge"
     max_clusters: int = Field(20, ge=2, le=999)
