@@ -104,6 +104,19 @@ def test_embeddings_above_umaps_small_data_size_use_exact_neighbours_and_repeat(
     assert graph[0] is not None and np.array_equal(first, again)
 
 
+def test_embedding_repeats_when_the_neighbour_graph_falls_apart():
+    # Sparse counts repeat whole rows, and the neighbour graph of such rows falls apart into dozens
+    # of components. UMAP's spectral start lays each out with ARPACK, whose restarts draw from a
+    # seed kept between calls: two identical fits in one process gave other embeddings (and at
+    # 16,495 users, other density settings from run to run). The stage starts from PCA instead.
+    rng = np.random.default_rng(0)
+    space = density_fit.clustering_space(rng.poisson(0.5, size=(3000, 6)).astype(float))
+    settings = {"metric": "euclidean", "n_epochs": 10}
+    first, graph = density_fit._umap(space, settings, 15, 0, 5, 0.0)
+    again = [density_fit._umap(space, settings, 15, 0, 5, 0.0, graph)[0] for _ in range(2)]
+    assert all(np.array_equal(first, other) for other in again)
+
+
 def test_python_workers_share_the_numba_cache(spark):
     # every worker compiles UMAP's numba kernels into the same folder, so later ones load them
     assert worker_numba_cache(spark) == os.environ["NUMBA_CACHE_DIR"]

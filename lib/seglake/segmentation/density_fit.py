@@ -133,14 +133,20 @@ def umap_epochs(rows: int) -> int:
 def _umap(space: np.ndarray, umap: dict, n_neighbors: int, seed: int, n_components: int, min_dist: float,
           knn: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """UMAP's embedding of ``space`` on its exact neighbour graph (:func:`exact_neighbours`, or
-    ``knn`` when given), and that graph for another layout of the same rows."""
+    ``knn`` when given), and that graph for another layout of the same rows.
+
+    The layout starts from PCA, not UMAP's spectral default: when the graph falls apart into
+    components (repeated rows of sparse counts do that), the spectral start solves each with
+    ARPACK, whose restarts draw from a seed kept between calls, so the same rows and seed gave
+    another embedding in the next call (at 16,495 users, another density setting from run to run).
+    """
     from umap import UMAP
 
     neighbors = min(n_neighbors, len(space) - 1)
     knn = knn if knn is not None else exact_neighbours(space, neighbors, umap["metric"])
     reducer = UMAP(n_neighbors=neighbors, n_components=n_components,
                    min_dist=min_dist, metric=umap["metric"], n_epochs=umap.get("n_epochs"),
-                   random_state=seed, precomputed_knn=(*knn, None))
+                   random_state=seed, precomputed_knn=(*knn, None), init="pca")
     with warnings.catch_warnings():  # "n_jobs overridden by random_state": single-threaded is intended;
         warnings.simplefilter("ignore")  # "transform unavailable": the surrogate assigns new rows
         return reducer.fit_transform(space), knn
