@@ -171,6 +171,28 @@ def read_delta(spark: SparkSession, path: str, produced_by: str) -> DataFrame:
     return spark.read.format("delta").load(path)
 
 
+def read_run_rows(spark: SparkSession, path: str, run_id: str, limit: int = 10_000):
+    """One run's rows of a small run-keyed table (per k, segment, cluster ...) on the driver as
+    pandas, at most ``limit`` of them; None when the table is absent or has no rows for the run.
+
+    One Spark job, where :func:`read_run` followed by a collect is two (its check for rows, then
+    the rows): the report and the tracking read a dozen such tables per run.
+
+    Examples
+    --------
+    >>> import shutil, tempfile
+    >>> path = tempfile.mkdtemp() + "/gold/sweep"
+    >>> write_run(spark.createDataFrame([("r1", 2), ("r1", 3)], "run_id string, k int"), path, "r1")
+    >>> read_run_rows(spark, path, "r1")["k"].tolist(), read_run_rows(spark, path, "r2")
+    ([2, 3], None)
+    >>> shutil.rmtree(path.removesuffix("/gold/sweep"))
+    """
+    if not delta_exists(spark, path):
+        return None
+    rows = spark.read.format("delta").load(path).where(F.col("run_id") == run_id).limit(limit).toPandas()
+    return rows if len(rows) else None
+
+
 def read_run(spark: SparkSession, path: str, run_id: str, produced_by: str | None = None) -> DataFrame | None:
     """One run's rows of a run-keyed table.
 

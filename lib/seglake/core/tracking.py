@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -47,7 +48,7 @@ from seglake.core.config import SeglakeConfig, check_run_id
 from seglake.core.errors import SeglakeError
 from seglake.core.pipeline import default_run_id, plan_stages, run_stages, stages_for
 from seglake.core.stages import StageResult
-from seglake.core.tables import Tables, read_run
+from seglake.core.tables import Tables, read_run, read_run_rows
 
 # Open-source MLflow takes 6000-character param values, Databricks fewer: 500 is safe for both, and
 # the untruncated config is logged as config/config.json anyway.
@@ -439,35 +440,38 @@ def collect(
                 record.metric(f"stage.{name}.spark_jobs", cost.jobs)
                 record.metric(f"stage.{name}.spark_stages", cost.stages)
 
-    if "sweep" in recorded and (rows := read_run(spark, tables.gold("sweep"), run_id)) is not None:
-        for row in rows.collect():  # one row per k
+    def gold(name: str) -> pd.DataFrame | None:  # a small table: one row per k, segment, cluster ...
+        return read_run_rows(spark, tables.gold(name), run_id)
+
+    if "sweep" in recorded and (rows := gold("sweep")) is not None:
+        for row in rows.to_dict("records"):  # one row per k
             for name in SWEEP_METRICS:
                 record.metric(f"sweep.{name}", row[name], row["k"])
             if row["chosen"]:
                 record.metric("sweep.chosen_k", row["k"])
                 record.tags["seglake.k_reason"] = row["reason"][:5000]
-        runs = read_run(spark, tables.gold("runs"), run_id)
+        runs = gold("runs")
         if runs is not None:
-            for row in runs.where(F.col("stage") == "sweep").select("kept_fraction").collect():
-                record.metric("sweep.kept_fraction", row[0])
-    if "segment" in recorded and (rows := read_run(spark, tables.gold("profiles"), run_id)) is not None:
-        for row in rows.select("segment", "size", "share").distinct().collect():
+            for fraction in runs.loc[runs["stage"] == "sweep", "kept_fraction"]:
+                record.metric("sweep.kept_fraction", fraction)
+    if "segment" in recorded and (rows := gold("profiles")) is not None:
+        for row in rows[["segment", "size", "share"]].drop_duplicates().to_dict("records"):
             record.metric("segment.size", row["size"], row["segment"])
             record.metric("segment.share", row["share"], row["segment"])
-    if "density" in recorded and (rows := read_run(spark, tables.gold("cluster_quality"), run_id)) is not None:
-        for row in rows.collect():  # one row per group
+    if "density" in recorded and (rows := gold("cluster_quality")) is not None:
+        for row in rows.to_dict("records"):  # one row per group
             for name in QUALITY_METRICS:
                 record.metric(f"density.{name}", row[name], row["group"])
-        if (clusters := read_run(spark, tables.gold("cluster_stability"), run_id)) is not None:
-            for row in clusters.collect():  # one row per HDBSCAN cluster of the chosen settings
+        if (clusters := gold("cluster_stability")) is not None:
+            for row in clusters.to_dict("records"):  # one row per HDBSCAN cluster of the chosen settings
                 record.metric("density.cluster_jaccard", row["jaccard"], row["hdbscan_cluster"])
-        if (tried := read_run(spark, tables.gold("density_sweep"), run_id)) is not None:
-            reasons = [f"group {row['group']}: {row['reason']}" for row in tried.where("chosen").collect()]
+        if (tried := gold("density_sweep")) is not None:
+            reasons = [f"group {row['group']}: {row['reason']}" for row in tried[tried["chosen"]].to_dict("records")]
             record.tags["seglake.density_reason"] = "; ".join(reasons)[:5000]
     if "explain" in recorded:
         _explain_metrics(spark, tables, run_id, record)
-    if "classify" in recorded and (rows := read_run(spark, tables.gold("classifier_metrics"), run_id)) is not None:
-        for row in rows.collect():  # one row per model and split
+    if "classify" in recorded and (rows := gold("classifier_metrics")) is not None:
+        for row in rows.to_dict("records"):  # one row per model and split
             for name in CLASSIFIER_METRICS:
                 record.metric(f"classify.{row['model']}.{row['split']}.{name}", row[name])
             if row["chosen"]:
@@ -490,10 +494,10 @@ def _explain_metrics(spark: SparkSession, tables: Tables, run_id: str, record: R
             f1 = [row["f1"] for row in scores if row["f1"] is not None]
             if f1:
                 record.metric(f"explain.{kind}.macro_f1", sum(f1) / len(f1))
-    descriptions = read_run(spark, tables.gold("descriptions"), run_id)
+    descriptions = read_run_rows(spark, tables.gold("descriptions"), run_id)  # one row per target
     if descriptions is not None:
         record.tables["tables/descriptions.json"] = (
-            descriptions.drop("run_id").orderBy("kind", "target").toPandas())
+            descriptions.drop(columns="run_id").sort_values(["kind", "target"]).reset_index(drop=True))
         if "name" in descriptions.columns:  # absent from runs explained before names existed
             for row in record.tables["tables/descriptions.json"].itertuples():
                 if isinstance(row.name, str):

@@ -19,8 +19,8 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 
 from seglake.core.config import SeglakeConfig
-from seglake.core.tables import Tables, delta_exists, read_delta, read_run
-from seglake.report.html import SMALL_ROWS, small
+from seglake.core.tables import Tables, delta_exists, read_delta, read_run, read_run_rows
+from seglake.report.html import SMALL_ROWS
 
 
 class Rendered(NamedTuple):
@@ -86,7 +86,7 @@ class ReportRun:
         """
         key = (name, limit)
         if key not in self._gold:
-            self._gold[key] = small(read_run(self.spark, self.tables.gold(name), self.run_id), limit)
+            self._gold[key] = read_run_rows(self.spark, self.tables.gold(name), self.run_id, limit)
         return self._gold[key]
 
     def rows(self, path: str, produced_by: str | None = None) -> DataFrame | None:

@@ -362,11 +362,12 @@ def segment(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
                   run_id, partition_by=("run_id", "segment"))
         wssse = labelled.agg(F.sum(F.col("distance") * F.col("distance"))).first()[0]
         profiles = profile(labelled, features, kept_rows).select(F.lit(run_id).alias("run_id"), "*")
-        write_run(profiles.select(*PROFILE_COLUMNS), tables.gold("profiles"), run_id)
+        # segments x features rows: collected once, written from the driver, not read back
+        profile_rows = profiles.select(*PROFILE_COLUMNS).orderBy("segment", "feature").collect()
+        write_run(spark.createDataFrame(profile_rows, profiles.select(*PROFILE_COLUMNS).schema),
+                  tables.gold("profiles"), run_id)
     finally:
         labelled.unpersist()
-    profile_rows = (read_run(spark, tables.gold("profiles"), run_id, "segment")
-                    .orderBy("segment", "feature").collect())  # segments x features: small
     record_run(spark, config, run_id, "segment", swept.details["entities"], kept_rows,
                swept.details["kept_fraction"], k, f"k={k} from gold/sweep ({algorithm})")
     joined = ("density clusters joined" if clusters is not None
