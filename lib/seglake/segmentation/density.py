@@ -16,9 +16,9 @@ Steps of :func:`density` (config section ``density``):
    (:func:`apply_per_key`, :func:`~seglake.segmentation.density_fit.embed_task`): the clustering
    space is sign(x)·log1p(|x|) of every numeric feature, nulls set to the group's median, then
    standard scaling, fitted on the group's sample inside the UDF (density runs without the prepare
-   stage); UMAP (``density.umap``) embeds it, a second 2-D layout with ``map_min_dist`` gives the
-   picture's ``x, y``, and the UMAP refit (seed + 1, on a ``stability_fraction`` subset) runs as a
-   task of its own beside it.
+   stage); UMAP (``density.umap``) embeds it, and the UMAP refit (seed + 1, on a
+   ``stability_fraction`` subset) runs as a task of its own beside it. The picture's ``x, y`` (a
+   2-D layout with ``map_min_dist``) is laid out in step 6, for the chosen ``n_neighbors`` only.
 5. Stability, one task per (group, setting, chunk of refits)
    (:func:`~seglake.segmentation.density_fit.resample_task`): HDBSCAN (``density.hdbscan``) on the
    main embedding, then ``stability_resamples`` HDBSCAN refits on random ``stability_fraction``
@@ -35,7 +35,8 @@ Steps of :func:`density` (config section ``density``):
    stable clusters). Clusters under ``min_stability`` are unstable: with ``unstable: merge`` they
    join the stable cluster with the nearest centroid in the embedding (noise when none is
    stable), with ``noise`` they become noise. HDBSCAN runs again per group at the chosen setting
-   (:func:`~seglake.segmentation.density_fit.label_task`) and the merge is applied before anything
+   (:func:`~seglake.segmentation.density_fit.label_task`; beside it, in a task of its own, the 2-D
+   map: :func:`~seglake.segmentation.density_fit.map_task`) and the merge is applied before anything
    learns the labels, so the surrogate, ``gold/clusters``, explain, ``seglake score`` and the
    served segmenter all see the same final clusters. With groups, cluster ids are
    ``group * 1000 + c`` (noise stays −1).
@@ -90,8 +91,9 @@ from seglake.core.artifacts import (
 )
 from seglake.core.tables import Tables, read_delta, write_run
 from seglake.segmentation.density_levels import at_level, grow
-from seglake.segmentation.density_fit import (LABEL_SCHEMA, MAIN, REFIT, choose_by_screening, embed_schema,
-                                              embed_task, label_task, merges, resample_schema, resample_task)
+from seglake.segmentation.density_fit import (LABEL_SCHEMA, MAIN, MAP_SCHEMA, REFIT, choose_by_screening,
+                                              embed_schema, embed_task, label_task, map_task, merges,
+                                              resample_schema, resample_task)
 from seglake.segmentation.segment import kept_entities, label_segments, load_swept
 from seglake.segmentation.stability import chunks_for, grid_settings
 from seglake.segmentation.tasks import apply_per_key
@@ -304,7 +306,14 @@ def label_sample(embedded: DataFrame, sample: DataFrame, features: list[str], se
     picked = embedded.sparkSession.createDataFrame(
         [(int(r.group), int(r.n_neighbors)) for r in chosen.itertuples()], "group int, n_neighbors int")
     rows = embedded.where(F.col("task") == MAIN).join(F.broadcast(picked), ["group", "n_neighbors"])
-    labels = apply_per_key(rows, ["group"], {(g,): w for g, w in sizes.items() if w}, body, LABEL_SCHEMA)
+    weights = {(g,): w for g, w in sizes.items() if w}
+    labels = apply_per_key(rows, ["group"], weights, body, LABEL_SCHEMA)
+    if settings.umap.n_components != 2:  # the picture's map, at the chosen n_neighbors only
+        laid_out = apply_per_key(
+            sample.select("entity_id", "group", *features).join(F.broadcast(picked), "group"), ["group"],
+            weights, functools.partial(map_task, features=features, umap=settings.umap.model_dump(),
+                                       seed=settings.seed), MAP_SCHEMA)
+        labels = labels.drop("x", "y").join(laid_out, "entity_id")
     return labels.join(sample.select("entity_id", *features), "entity_id")
 
 

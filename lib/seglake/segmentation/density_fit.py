@@ -1,9 +1,9 @@
 """The density stage's pandas UDF bodies (UMAP, HDBSCAN, stability refits) and their one-process run.
 
-:func:`seglake.segmentation.density.density` runs three kinds of Spark task, each a body here:
+:func:`seglake.segmentation.density.density` runs four kinds of Spark task, each a body here:
 
 1. :func:`embed_task`, per (group, ``n_neighbors``, task): task 0 (``MAIN``) embeds the group's
-   whole sample with UMAP (``density.umap``, ``random_state`` seed) and lays out the 2-D map; task 1
+   whole sample with UMAP (``density.umap``, ``random_state`` seed); task 1
    (``REFIT``) embeds a random ``stability_fraction`` subset again with seed + 1 (the UMAP refit).
 2. :func:`resample_task`, per (group, ``n_neighbors``, ``min_cluster_size``, chunk): HDBSCAN on the
    main embedding gives the setting's clusters; then the refits of the chunk, each HDBSCAN on a
@@ -17,6 +17,9 @@
    chosen setting then run the rest (``first`` past the screened ones).
 3. :func:`label_task`, per group: HDBSCAN with the chosen setting again (the same labels: same
    embedding, deterministic) and each row's final cluster once unstable clusters are merged.
+4. :func:`map_task`, per group beside the labels: the picture's 2-D map at the chosen
+   ``n_neighbors`` (when the embedding itself is not 2-D), so a setting that was not chosen costs
+   no map.
 
 :func:`decide` turns the resample tasks' small table into the settings' figures, the chosen setting
 of each group and what becomes of each of its clusters; :func:`cluster_group` runs all of it for
@@ -182,7 +185,10 @@ def clusterable(n: int, dims: int, min_cluster_size: int = 2) -> bool:
 
 def embed_task(rows: pd.DataFrame, features: list[str], umap: dict, seed: int,
                stability_fraction: float) -> pd.DataFrame:
-    """One group's main embedding and 2-D map (``task`` 0) or its UMAP refit (1) at one ``n_neighbors``.
+    """One group's main embedding (``task`` 0) or its UMAP refit (1) at one ``n_neighbors``.
+
+    ``x, y`` are the embedding itself when it has 2 dimensions, else NaN: the picture's 2-D map is
+    laid out by :func:`map_task`, once the setting is chosen, for the chosen ``n_neighbors`` only.
 
     ``rows``: the group's whole sample (``entity_id``, ``group``, the raw ``features``) with
     constant ``n_neighbors`` and ``task``; both tasks fit the clustering space on all of it. Task 1
@@ -197,11 +203,9 @@ def embed_task(rows: pd.DataFrame, features: list[str], umap: dict, seed: int,
         umap = {**umap, "n_epochs": umap.get("n_epochs") or umap_epochs(n)}
         space = clustering_space(sample[features].to_numpy(dtype=np.float64))
         if task == MAIN:
-            embedding, knn = _umap(space, umap, neighbors, seed, dims, umap["min_dist"])
+            embedding, _ = _umap(space, umap, neighbors, seed, dims, umap["min_dist"])
             if dims == 2:
                 xy = embedding
-            else:  # reuse the neighbour graph: the map then costs only its layout
-                xy, _ = _umap(space, umap, neighbors, seed, 2, umap["map_min_dist"], knn)
         else:
             kept = subsample_rows(n, stability_fraction, seed, resample=0)
             embedding = (_umap(space[kept], umap, neighbors, seed + 1, dims, umap["min_dist"])[0]
@@ -217,6 +221,23 @@ def embed_task(rows: pd.DataFrame, features: list[str], umap: dict, seed: int,
     out["x"], out["y"] = (xy[kept, 0], xy[kept, 1]) if task == MAIN else (np.nan, np.nan)
     out["seconds"] = (pd.Timestamp.now() - started).total_seconds()
     return out
+
+
+MAP_SCHEMA = "entity_id string, x double, y double"
+
+
+def map_task(rows: pd.DataFrame, features: list[str], umap: dict, seed: int) -> pd.DataFrame:
+    """One group's 2-D map (``MAP_SCHEMA``): UMAP with ``map_min_dist`` at the chosen
+    ``n_neighbors`` (constant in ``rows``: the group's sample with its raw ``features``), on the
+    same clustering space, neighbours, epochs and seed as the main embedding. NaN when too few rows."""
+    sample = rows.sort_values("entity_id", kind="stable").reset_index(drop=True)
+    n = len(sample)
+    xy = np.full((n, 2), np.nan)
+    if clusterable(n, umap["n_components"]):
+        settings = {**umap, "n_epochs": umap.get("n_epochs") or umap_epochs(n)}
+        space = clustering_space(sample[features].to_numpy(dtype=np.float64))
+        xy, _ = _umap(space, settings, int(sample["n_neighbors"].iloc[0]), seed, 2, umap["map_min_dist"])
+    return pd.DataFrame({"entity_id": sample["entity_id"], "x": xy[:, 0], "y": xy[:, 1]})
 
 
 def resample_task(rows: pd.DataFrame, hdbscan: dict, seed: int, stability_fraction: float,
@@ -475,4 +496,7 @@ def cluster_group(sample: pd.DataFrame, features: list[str], density: dict, offs
     main = embedded[(embedded["n_neighbors"] == chosen["n_neighbors"]) & (embedded["task"] == MAIN)]
     labels = label_task(main, hdbscan, {group: int(chosen["min_cluster_size"])},
                         merges(clusters, offset_by_group), offset_by_group)
+    if umap["n_components"] != 2:
+        laid_out = map_task(sample.assign(n_neighbors=int(chosen["n_neighbors"])), features, umap, density["seed"])
+        labels = labels.drop(columns=["x", "y"]).merge(laid_out, on="entity_id")[list(labels.columns)]
     return labels, clusters, sweep
