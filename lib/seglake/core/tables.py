@@ -183,7 +183,7 @@ def read_run_rows(spark: SparkSession, path: str, run_id: str, limit: int = 10_0
     >>> import shutil, tempfile
     >>> path = tempfile.mkdtemp() + "/gold/sweep"
     >>> write_run(spark.createDataFrame([("r1", 2), ("r1", 3)], "run_id string, k int"), path, "r1")
-    >>> read_run_rows(spark, path, "r1")["k"].tolist(), read_run_rows(spark, path, "r2")
+    >>> sorted(read_run_rows(spark, path, "r1")["k"]), read_run_rows(spark, path, "r2")
     ([2, 3], None)
     >>> shutil.rmtree(path.removesuffix("/gold/sweep"))
     """
