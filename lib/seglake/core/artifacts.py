@@ -31,6 +31,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from seglake.core.errors import SeglakeError
+from seglake.core.run_cache import remember_model, remembered_model
 
 MANIFEST = "manifest.json"
 DENSITY_MANIFEST = "manifest-density.json"
@@ -336,6 +337,7 @@ def save_model(model, folder: str) -> str:
     >>> shutil.rmtree(folder)
     """
     model.write().overwrite().save(folder)
+    remember_model(folder, model)  # a later stage of this run uses it instead of loading it back
     return folder
 
 
@@ -394,4 +396,5 @@ def load_model(spark: SparkSession, folder: str, name: str, model_class, manifes
     """
     if not path_exists(spark, f"{folder}/{name}"):
         raise SeglakeError(f"no model at {folder}/{name}: run the {produced_by} stage first")
-    return model_class.load(verify_saved(spark, folder, name, manifest))
+    path = verify_saved(spark, folder, name, manifest)
+    return remembered_model(path, model_class) or model_class.load(path)

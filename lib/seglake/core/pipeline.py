@@ -21,6 +21,7 @@ from seglake.core.catalog import register as register_tables
 from seglake.core.config import SeglakeConfig, check_run_id
 from seglake.core.costs import counting
 from seglake.core.errors import SeglakeError, first_line
+from seglake.core.run_cache import run_cache
 from seglake.core.stages import StageResult
 from seglake.core.tables import record_costs
 
@@ -312,17 +313,19 @@ def run_stages(
     results = []
     failed = True
     try:
-        for name in names:
-            echo(f"[{name}] start: {config.name}, run {run_id}")
-            started = time.monotonic()
-            with counting(spark, name) as cost:
-                result = by_name[name].load()(spark, config, run_id)
-            result.seconds, result.cost = time.monotonic() - started, cost
-            echo(result.line())
-            results.append(result)
-            if on_stage is not None:
-                on_stage(result)
-        export_segmenter_after(spark, config, names, run_id, echo)
+        # The entity table and the models the stages pass on are read once per run (run_cache).
+        with run_cache():
+            for name in names:
+                echo(f"[{name}] start: {config.name}, run {run_id}")
+                started = time.monotonic()
+                with counting(spark, name) as cost:
+                    result = by_name[name].load()(spark, config, run_id)
+                result.seconds, result.cost = time.monotonic() - started, cost
+                echo(result.line())
+                results.append(result)
+                if on_stage is not None:
+                    on_stage(result)
+            export_segmenter_after(spark, config, names, run_id, echo)
         failed = False
     finally:
         # What each finished stage cost, in gold/runs: one commit for the run, after its stages.

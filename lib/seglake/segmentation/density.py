@@ -89,7 +89,8 @@ from seglake.core.artifacts import (
     read_manifest,
     write_manifest,
 )
-from seglake.core.tables import Tables, read_delta, write_run
+from seglake.core.run_cache import entity_snapshot
+from seglake.core.tables import Tables, write_run
 from seglake.segmentation.density_levels import at_level, grow
 from seglake.segmentation.density_fit import (LABEL_SCHEMA, MAIN, MAP_SCHEMA, REFIT, choose_by_screening,
                                               embed_schema, embed_task, label_task, map_task, merges,
@@ -399,7 +400,7 @@ def density(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
         ``sample_rows`` and ``seconds`` per phase.
     """
     settings, tables = config.density, Tables.of(config)
-    entities = read_delta(spark, tables.entities, "features")
+    entities, _ = entity_snapshot(spark, tables.entities, "features")
     features = feature_columns(entities)
     if not features:
         raise SeglakeError(f"{tables.entities} has no numeric feature columns besides entity_id")

@@ -54,7 +54,8 @@ from seglake.core.errors import SeglakeError
 from seglake.core.stages import StageResult
 from seglake.core.artifacts import EXPLAIN_MANIFEST, write_manifest
 from seglake.segmentation.surrogate import NOISE, train_test_indices
-from seglake.core.tables import Tables, read_delta, read_run, write_run
+from seglake.core.run_cache import entity_snapshot
+from seglake.core.tables import Tables, read_run, write_run
 
 MANIFEST = EXPLAIN_MANIFEST
 TARGET_SCHEMA = T.StructType([
@@ -446,7 +447,7 @@ def explain(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageRes
         of a segment or cluster the run does not explain.
     """
     settings, tables = config.explain, Tables.of(config)
-    entities = read_delta(spark, tables.entities, "features")
+    entities, _ = entity_snapshot(spark, tables.entities, "features")
     features = feature_columns(entities)
     labels, kinds = _run_labels(spark, tables, run_id)
     if labels is None:

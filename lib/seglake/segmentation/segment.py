@@ -47,7 +47,8 @@ from seglake.core.artifacts import (
 from seglake.core.config import FilterConfig, SeglakeConfig, SweepConfig
 from seglake.core.errors import SeglakeError, first_line
 from seglake.core.stages import StageResult
-from seglake.core.tables import Tables, read_run, read_version, record_run, write_run
+from seglake.core.run_cache import entity_snapshot
+from seglake.core.tables import Tables, read_run, record_run, write_run
 from seglake.segmentation.prepare import ENTITY_ID, FEATURES, filter_condition
 from seglake.segmentation.stability import chunks_for, kmeans_refit_task
 from seglake.segmentation.sweep import PREDICTION, cluster_centers, stable_layout
@@ -210,7 +211,7 @@ def kept_entities(spark: SparkSession, tables: Tables, swept: SweptModel) -> Dat
     (not today's config: the labels must describe the rows it measured), in its layout."""
     version = swept.details["entities_version"]
     try:
-        entities = read_version(spark, tables.entities, version)
+        entities, _ = entity_snapshot(spark, tables.entities, "features", version)
     except Exception as err:
         raise SeglakeError(f"silver/entities version {version} read by the sweep of run {swept.run_id} "
                            f"is no longer readable at {tables.entities} ({first_line(err, 200)}): "

@@ -57,7 +57,8 @@ from seglake.segmentation.prepare import (
     vectors,
 )
 from seglake.core.stages import StageResult
-from seglake.core.tables import Tables, latest_version, read_delta, read_version, record_run, write_run
+from seglake.core.run_cache import entity_snapshot
+from seglake.core.tables import Tables, record_run, write_run
 
 PREDICTION = "prediction"
 # Below this relative fall of SSE from the first to the last k the curve is flat: any "knee" kneed
@@ -541,9 +542,7 @@ def sweep(spark: SparkSession, config: SeglakeConfig, run_id: str) -> StageResul
     started = time.monotonic()
     settings = config.sweep
     tables = Tables.of(config)
-    read_delta(spark, tables.entities, "features")  # fails with the stage to run when absent
-    version = latest_version(spark, tables.entities)
-    entities = read_version(spark, tables.entities, version)
+    entities, version = entity_snapshot(spark, tables.entities, "features")
     features, categorical = feature_columns(entities)
     total, kept_rows = filter_counts(entities, config.filter)
     ks = sorted(set(range(settings.k_min, settings.k_max + 1)) | ({settings.k} if settings.k else set()))
