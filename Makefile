@@ -70,11 +70,13 @@ TEST_WORKERS ?= 2
 test: setup browser
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --doctest-modules --durations=40 lib/seglake tests
 
-# Synthetic events through every users stage beside DuckDB and the seed's pandas way; appends a dated
-# section to BENCHMARKS.md. Add 100M with `make bench BENCH_SIZES=1M,10M,100M` (see BENCHMARKS.md).
+# Synthetic events through every users stage beside DuckDB and the seed's pandas way, then whole runs
+# at a user's first sizes (the demo's users, the profiles table, the MovieLens sweep); each appends a
+# dated section to BENCHMARKS.md. Add 100M with `make bench BENCH_SIZES=1M,10M,100M` (see BENCHMARKS.md).
 BENCH_SIZES ?= 1M,10M
 bench: setup
 	BENCH_SIZES=$(BENCH_SIZES) $(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/bench_runs.py
 
 clean:
 	rm -rf $(VENV) lakehouse data/demo data/rfm spark-warehouse metastore_db

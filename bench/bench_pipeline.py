@@ -234,15 +234,18 @@ def targets(runs: list[dict]) -> list[str]:
     return out
 
 
-def _missed(measured: float, limit: float, unit: str) -> str:
+def _missed(measured: float, limit: float, unit: str, digits: int = 1) -> str:
     """``met (41.0 s ≤ 60 s)`` or ``**missed** by 192% (175.3 s > 60 s)``.
 
     >>> _missed(175.3, 60, " s")
     '**missed** by 192% (175.3 s > 60 s)'
     >>> _missed(2.5, 3, "×")
     'met (2.5× ≤ 3×)'
+    >>> _missed(717, 200, " stages", 0)
+    '**missed** by 258% (717 stages > 200 stages)'
     """
-    text = f"{measured:.1f}{unit} ≤ {limit:g}{unit}" if measured <= limit else f"{measured:.1f}{unit} > {limit:g}{unit}"
+    shown = f"{measured:,.{digits}f}{unit}"
+    text = f"{shown} ≤ {limit:g}{unit}" if measured <= limit else f"{shown} > {limit:g}{unit}"
     return f"met ({text})" if measured <= limit else f"**missed** by {(measured / limit - 1) * 100:.0f}% ({text})"
 
 
