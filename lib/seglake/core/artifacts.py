@@ -397,4 +397,5 @@ def load_model(spark: SparkSession, folder: str, name: str, model_class, manifes
     if not path_exists(spark, f"{folder}/{name}"):
         raise SeglakeError(f"no model at {folder}/{name}: run the {produced_by} stage first")
     path = verify_saved(spark, folder, name, manifest)
-    return remembered_model(path, model_class) or model_class.load(path)
+    handed_on = remembered_model(path, model_class)  # saved by an earlier stage of this run
+    return handed_on if handed_on is not None else model_class.load(path)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
+from seglake.core.tables import latest_version, read_delta, read_version
+
 
 @dataclass
 class RunCache:
@@ -95,8 +97,6 @@ def entity_snapshot(spark: SparkSession, path: str, produced_by: str,
     False
     >>> shutil.rmtree(path.removesuffix("/silver/entities"))
     """
-    from seglake.core.tables import latest_version, read_delta, read_version
-
     if version is None:
         read_delta(spark, path, produced_by)  # fails with the stage to run when absent
         version = latest_version(spark, path)
